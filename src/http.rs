@@ -1,0 +1,232 @@
+//! HTTP surface: the WebSocket endpoint, the publish API, health, readiness, metrics.
+//! Every error is a 4xx/5xx with a JSON body `{"error":{"code":..,"message":..}}`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use warp::http::StatusCode;
+use warp::reply::{Reply, Response};
+use warp::{Filter, Rejection};
+
+use crate::channel::{Channel, UserId};
+use crate::metrics::Metrics;
+use crate::node::Node;
+use crate::protocol::ErrorCode;
+use crate::session;
+use crate::shutdown::Shutdown;
+
+/// An API error, carried through warp's rejection system to [`recover`].
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl warp::reject::Reject for ApiError {}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn from_code(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        let status = match code {
+            ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Limit => StatusCode::TOO_MANY_REQUESTS,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, code.as_str(), message)
+    }
+
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        warp::reply::with_status(warp::reply::json(&body), self.status).into_response()
+    }
+}
+
+/// All routes of one node.
+pub fn routes(
+    node: Arc<Node>,
+    shutdown: Shutdown,
+    drain: mpsc::Sender<()>,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
+    let with_node = {
+        let node = node.clone();
+        warp::any().map(move || node.clone())
+    };
+
+    let user_from_query = warp::path!("ws")
+        .and(warp::query::<HashMap<String, String>>())
+        .map(|q: HashMap<String, String>| q.get("user").cloned());
+    let user_from_path = warp::path!("ws" / String).map(Some);
+    // Paths before methods everywhere: warp reports the most specific rejection, and a
+    // method filter first would turn every unknown path into a 405.
+    let ws = user_from_path
+        .or(user_from_query)
+        .unify()
+        .and(warp::get())
+        .and_then(|user: Option<String>| async move {
+            match user {
+                None => Ok(UserId::anonymous()),
+                Some(u) => UserId::parse(&u).map_err(|e| {
+                    warp::reject::custom(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!("invalid user id: {e}"),
+                    ))
+                }),
+            }
+        })
+        .and(warp::ws())
+        .and(with_node.clone())
+        .map(move |user: UserId, ws: warp::ws::Ws, node: Arc<Node>| {
+            let shutdown = shutdown.clone();
+            let drain = drain.clone();
+            let hard = node.config.hard_frame_limit();
+            ws.max_message_size(hard)
+                .max_frame_size(hard)
+                .on_upgrade(move |socket| session::serve(socket, node, user, shutdown, drain))
+                .into_response()
+        });
+
+    let publish = warp::path!("api" / "publish")
+        .and(warp::post())
+        .and(with_node.clone())
+        .and(warp::body::bytes())
+        .and_then(publish);
+
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| warp::reply::json(&json!({"status": "ok"})).into_response());
+
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_node.clone())
+        .map(|node: Arc<Node>| {
+            let ready = node.broker.is_ready();
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            warp::reply::with_status(warp::reply::json(&json!({ "ready": ready })), status)
+                .into_response()
+        });
+
+    let metrics = warp::path!("metrics").and(warp::get()).map(|| {
+        warp::reply::with_header(
+            Metrics::render(),
+            "content-type",
+            "text/plain; version=0.0.4",
+        )
+        .into_response()
+    });
+
+    let cluster = warp::path!("api" / "cluster")
+        .and(warp::get())
+        .and(with_node)
+        .then(|node: Arc<Node>| async move {
+            warp::reply::json(&node.broker.describe().await).into_response()
+        });
+
+    ws.or(publish)
+        .unify()
+        .or(healthz)
+        .unify()
+        .or(readyz)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(cluster)
+        .unify()
+        .recover(recover)
+        .unify()
+}
+
+#[derive(Deserialize)]
+struct PublishBody {
+    channel: String,
+    data: Box<RawValue>,
+}
+
+async fn publish(node: Arc<Node>, body: bytes::Bytes) -> Result<Response, Rejection> {
+    let reject = |code: ErrorCode, message: String| {
+        node.metrics.error(code);
+        warp::reject::custom(ApiError::from_code(code, message))
+    };
+    if body.len() > node.config.max_frame_bytes {
+        return Err(reject(
+            ErrorCode::TooLarge,
+            format!(
+                "body is {} bytes; the limit is {}",
+                body.len(),
+                node.config.max_frame_bytes
+            ),
+        ));
+    }
+    let parsed: PublishBody = serde_json::from_slice(&body).map_err(|e| {
+        reject(
+            ErrorCode::BadRequest,
+            format!("body must be {{\"channel\":<string>,\"data\":<json>}}: {e}"),
+        )
+    })?;
+    let channel = Channel::parse(&parsed.channel)
+        .map_err(|e| reject(ErrorCode::BadRequest, format!("invalid channel name: {e}")))?;
+    match node.publish(channel, parsed.data, None).await {
+        Ok(ack) => {
+            let mut body = json!({ "ok": true });
+            if let Some(offset) = ack.offset {
+                body["offset"] = json!(offset);
+            }
+            Ok(warp::reply::json(&body).into_response())
+        }
+        Err(e) => Err(reject(ErrorCode::Unavailable, e.to_string())),
+    }
+}
+
+/// Turns every rejection into a JSON error body.
+async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    let err = if let Some(e) = rejection.find::<ApiError>() {
+        ApiError::new(e.status, e.code, e.message.clone())
+    } else if rejection.is_not_found() {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this route",
+        )
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "body too large")
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
+    } else if rejection.find::<warp::reject::MissingHeader>().is_some()
+        || rejection.find::<warp::reject::InvalidHeader>().is_some()
+    {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "expected a WebSocket upgrade request",
+        )
+    } else {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("{rejection:?}"),
+        )
+    };
+    Ok(err.into_response())
+}

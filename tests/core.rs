@@ -1,0 +1,490 @@
+//! The single-node service with the embedded broker, driven by real WebSocket clients.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use support::{Client, PATIENCE, Received, TestServer, config, http};
+use tokio_tungstenite::tungstenite::Message;
+
+const QUIET: Duration = Duration::from_millis(300);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_reaches_every_subscriber_and_unsubscribe_stops_delivery() {
+    let server = TestServer::memory().await;
+    let mut a = server.client("a").await;
+    let mut b = server.client("b").await;
+    let mut c = server.client("c").await;
+    for (i, cl) in [&mut a, &mut b, &mut c].into_iter().enumerate() {
+        cl.subscribe("room:1", i as u64 + 1).await;
+    }
+    let ack = a.publish("room:1", json!({"n":1}), 10).await;
+    assert_eq!(ack, json!({"op":"ok","id":10}));
+    for cl in [&mut a, &mut b, &mut c] {
+        let m = cl.next_message().await;
+        assert_eq!(
+            m,
+            json!({"op":"message","channel":"room:1","data":{"n":1},"from":"a"})
+        );
+    }
+    let r = b
+        .request(json!({"op":"unsubscribe","channel":"room:1"}), 11)
+        .await;
+    assert_eq!(r, json!({"op":"ok","id":11}));
+    a.publish("room:1", json!(2), 12).await;
+    assert_eq!(a.next_message().await["data"], 2);
+    assert_eq!(c.next_message().await["data"], 2);
+    b.expect_silence(QUIET).await;
+    // Unsubscribing again is an error, not a silent success.
+    let r = b
+        .request(json!({"op":"unsubscribe","channel":"room:1"}), 13)
+        .await;
+    assert_eq!(r["code"], "not_subscribed");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_after_the_subscribe_ok_is_always_delivered() {
+    let server = TestServer::memory().await;
+    let mut publisher = server.client("pub").await;
+    let mut sub = server.client("sub").await;
+    for i in 0..200u64 {
+        let ch = format!("fresh:{i}");
+        sub.subscribe(&ch, i).await;
+        let ack = publisher.publish(&ch, json!(i), 10_000 + i).await;
+        assert_eq!(ack["op"], "ok");
+        let m = sub.next_message().await;
+        assert_eq!(
+            (m["channel"].as_str(), &m["data"]),
+            (Some(ch.as_str()), &json!(i))
+        );
+        let r = sub
+            .request(json!({"op":"unsubscribe","channel":ch}), 50_000 + i)
+            .await;
+        assert_eq!(r["op"], "ok");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personal_channel_reaches_every_connection_of_the_user() {
+    let server = TestServer::memory().await;
+    let mut alice1 = server.client("alice").await;
+    let mut alice2 = server.client("alice").await;
+    let mut alice3 = Client::connect(&format!("ws://{}/ws/alice", server.addr)).await;
+    let mut bob = server.client("bob").await;
+    let ack = bob.publish("user:alice", json!("hi"), 1).await;
+    assert_eq!(ack["op"], "ok");
+    for cl in [&mut alice1, &mut alice2, &mut alice3] {
+        let m = cl.next_message().await;
+        assert_eq!(
+            m,
+            json!({"op":"message","channel":"user:alice","data":"hi","from":"bob"})
+        );
+    }
+    bob.expect_silence(QUIET).await;
+    // One connection leaving does not take the others' subscription with it.
+    drop(alice1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    bob.publish("user:alice", json!("again"), 2).await;
+    assert_eq!(alice2.next_message().await["data"], "again");
+    assert_eq!(alice3.next_message().await["data"], "again");
+    // Subscribing to one's own personal channel is a harmless no-op.
+    let r = alice2
+        .request(json!({"op":"subscribe","channel":"user:alice"}), 3)
+        .await;
+    assert_eq!(r["op"], "ok");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_users_personal_channel_is_forbidden() {
+    let server = TestServer::memory().await;
+    let mut mallory = server.client("mallory").await;
+    let r = mallory
+        .request(json!({"op":"subscribe","channel":"user:alice"}), 7)
+        .await;
+    assert_eq!(r["op"], "error");
+    assert_eq!(r["code"], "forbidden");
+    let r = mallory
+        .request(json!({"op":"unsubscribe","channel":"user:mallory"}), 8)
+        .await;
+    assert_eq!(r["code"], "forbidden");
+    let r = mallory.request(json!({"op":"ping"}), 9).await;
+    assert_eq!(r, json!({"op":"pong","id":9}));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_clients_get_an_assigned_id() {
+    let server = TestServer::memory().await;
+    let mut anon = Client::connect(&format!("ws://{}/ws", server.addr)).await;
+    anon.subscribe("lobby", 1).await;
+    anon.publish("lobby", json!(1), 2).await;
+    let m = anon.next_message().await;
+    let from = m["from"].as_str().expect("from");
+    assert!(from.starts_with("anon-"), "{from}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_closed_by_the_pong_timeout_and_a_live_one_is_not() {
+    let server = TestServer::start(config(&[
+        "--ping-interval",
+        "200ms",
+        "--pong-timeout",
+        "300ms",
+    ]))
+    .await;
+    let mut silent = support::SilentClient::connect(server.addr, "/ws?user=silent").await;
+    let mut live = server.client("live").await;
+    // `live` keeps reading (tungstenite answers pings while it reads); `silent` does not
+    // touch its socket at all, so it never answers.
+    live.expect_silence(Duration::from_millis(1500)).await;
+    let (opcodes, code) = silent.read_until_close(PATIENCE).await;
+    assert!(opcodes.contains(&9), "pings were sent: {opcodes:?}");
+    assert_eq!(code, Some(4009));
+    let r = live.request(json!({"op":"ping"}), 1).await;
+    assert_eq!(r["op"], "pong");
+    let (_, metrics) = http("GET", &server.http_url("/metrics"), None).await;
+    assert!(metric(&metrics, "shardcast_keepalive_timeouts_total") >= 1.0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_cut_off_while_the_others_receive_everything() {
+    let server = TestServer::start(config(&["--outbound-queue-bytes", "65536"])).await;
+    // A client with a tiny receive buffer that never reads.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let (mut slow, _) = tokio_tungstenite::client_async(server.ws_url("slow"), stream)
+        .await
+        .unwrap();
+    slow.send_frame(r#"{"op":"subscribe","channel":"firehose","id":1}"#)
+        .await;
+
+    let mut fast1 = server.client("fast1").await;
+    let mut fast2 = server.client("fast2").await;
+    fast1.subscribe("firehose", 1).await;
+    fast2.subscribe("firehose", 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let total = 10_000u64;
+    let payload = "x".repeat(1000);
+    let mut publisher = server.client("publisher").await;
+    // The fast readers report progress; the publisher stays at most 16 messages
+    // (16 KB, well under their 64 KiB queue) ahead of the slower of them, so only the
+    // client that does not read at all can overflow.
+    let progress: Vec<_> = (0..2)
+        .map(|_| std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)))
+        .collect();
+    let readers: Vec<_> = [fast1, fast2]
+        .into_iter()
+        .zip(progress.clone())
+        .map(|(mut c, seen)| {
+            tokio::spawn(async move {
+                for n in 0..total {
+                    let m = c.next_message().await;
+                    assert_eq!(m["data"]["n"], json!(n), "in order, nothing missing");
+                    seen.store(n + 1, std::sync::atomic::Ordering::Relaxed);
+                }
+                c
+            })
+        })
+        .collect();
+    for n in 0..total {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while progress
+            .iter()
+            .map(|p| p.load(std::sync::atomic::Ordering::Relaxed))
+            .min()
+            .unwrap_or(0)
+            + 16
+            < n
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "fast readers stalled at {n}"
+            );
+            tokio::task::yield_now().await;
+        }
+        publisher
+            .send(json!({"op":"publish","channel":"firehose","data":{"n":n,"pad":payload}}))
+            .await;
+    }
+    for r in readers {
+        r.await.expect("fast reader");
+    }
+    // Now read the slow client: it must have been closed (4008 if the close frame made
+    // it through its full socket, otherwise a dropped connection).
+    let mut got = 0u64;
+    let code = loop {
+        match tokio::time::timeout(PATIENCE, slow.next()).await {
+            Ok(Some(Ok(Message::Text(_)))) => got += 1,
+            Ok(Some(Ok(Message::Close(f)))) => break f.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_))) | Ok(None) => break None,
+            Err(_) => panic!("slow consumer was not disconnected"),
+        }
+    };
+    assert!(
+        got < total,
+        "the slow client cannot have received everything"
+    );
+    assert!(matches!(code, Some(4008) | None), "close code {code:?}");
+    let (_, metrics) = http("GET", &server.http_url("/metrics"), None).await;
+    assert!(metric(&metrics, "shardcast_slow_consumer_disconnects_total") >= 1.0);
+    server.shutdown().await;
+}
+
+trait SendFrame {
+    async fn send_frame(&mut self, text: &str);
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> SendFrame
+    for tokio_tungstenite::WebSocketStream<S>
+{
+    async fn send_frame(&mut self, text: &str) {
+        use futures_util::SinkExt;
+        self.send(Message::text(text.to_string())).await.unwrap();
+    }
+}
+
+/// Sends a raw text frame and returns the error frame it provokes.
+async fn refused(c: &mut Client, text: &str) -> Value {
+    c.send_raw(Message::text(text.to_string())).await;
+    let f = c.recv().await;
+    assert_eq!(f["op"], "error", "{text} -> {f}");
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_an_error_frame_and_the_connection_stays_usable() {
+    let server = TestServer::start(config(&[
+        "--max-frame-bytes",
+        "1024",
+        "--max-channels-per-connection",
+        "3",
+    ]))
+    .await;
+    let mut c = server.client("u").await;
+    let cases: &[(&str, Option<u64>, &str)] = &[
+        ("not json", None, "bad_request"),
+        ("[1,2,3]", None, "bad_request"),
+        (r#"{"op":"dance","id":1}"#, Some(1), "bad_request"),
+        (r#"{"id":2}"#, Some(2), "bad_request"),
+        (r#"{"op":"subscribe","id":3}"#, Some(3), "bad_request"),
+        (
+            r#"{"op":"subscribe","channel":7,"id":4}"#,
+            Some(4),
+            "bad_request",
+        ),
+        (
+            r#"{"op":"publish","channel":"a","id":5}"#,
+            Some(5),
+            "bad_request",
+        ),
+        (r#"{"op":5,"id":6}"#, Some(6), "bad_request"),
+        (r#"{"op":"ping","id":"x"}"#, None, "bad_request"),
+        (
+            r#"{"op":"subscribe","channel":"","id":8}"#,
+            Some(8),
+            "bad_request",
+        ),
+        (
+            r#"{"op":"subscribe","channel":"a b","id":9}"#,
+            Some(9),
+            "bad_request",
+        ),
+        (
+            r#"{"op":"subscribe","channel":"a\u0001","id":10}"#,
+            Some(10),
+            "bad_request",
+        ),
+        (
+            r#"{"op":"subscribe","channel":"a","since":{"offset":-1},"id":11}"#,
+            Some(11),
+            "bad_request",
+        ),
+        (
+            r#"{"op":"subscribe","channel":"a","since":{"offset":1,"epoch":"e"},"id":12}"#,
+            Some(12),
+            "no_history",
+        ),
+    ];
+    for (text, id, code) in cases {
+        let f = refused(&mut c, text).await;
+        assert_eq!(f["code"], *code, "{text} -> {f}");
+        assert_eq!(f.get("id").and_then(Value::as_u64), *id, "{text} -> {f}");
+        assert!(f["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let long = "c".repeat(256);
+    let f = refused(
+        &mut c,
+        &format!(r#"{{"op":"subscribe","channel":"{long}","id":13}}"#),
+    )
+    .await;
+    assert_eq!(
+        (f["code"].as_str(), f["id"].as_u64()),
+        (Some("bad_request"), Some(13))
+    );
+
+    // Binary frames are refused with an error frame.
+    c.send_raw(Message::binary(vec![1u8, 2, 3])).await;
+    let f = c.recv().await;
+    assert_eq!(
+        (f["op"].as_str(), f["code"].as_str()),
+        (Some("error"), Some("bad_request"))
+    );
+
+    // Over --max-frame-bytes: too_large, id kept.
+    let big = format!(
+        r#"{{"op":"publish","channel":"a","id":14,"data":"{}"}}"#,
+        "x".repeat(2000)
+    );
+    let f = refused(&mut c, &big).await;
+    assert_eq!(
+        (f["code"].as_str(), f["id"].as_u64()),
+        (Some("too_large"), Some(14))
+    );
+
+    // Channel limit.
+    for (i, ch) in ["l1", "l2", "l3"].iter().enumerate() {
+        c.subscribe(ch, 20 + i as u64).await;
+    }
+    let r = c
+        .request(json!({"op":"subscribe","channel":"l4"}), 30)
+        .await;
+    assert_eq!(r["code"], "limit");
+
+    // Still usable after all of that.
+    let r = c.request(json!({"op":"ping"}), 31).await;
+    assert_eq!(r, json!({"op":"pong","id":31}));
+    let r = c.publish("l1", json!("still here"), 32).await;
+    assert_eq!(r["op"], "ok");
+    assert_eq!(c.next_message().await["data"], "still here");
+
+    // Far over the limit (4x): the connection closes with 1009.
+    let huge = format!(
+        r#"{{"op":"publish","channel":"a","data":"{}"}}"#,
+        "x".repeat(8000)
+    );
+    c.send_raw(Message::text(huge)).await;
+    assert_eq!(c.expect_close(PATIENCE).await, Some(1009));
+
+    let (_, metrics) = http("GET", &server.http_url("/metrics"), None).await;
+    assert!(metric_labeled(&metrics, "shardcast_errors_total", "code=\"bad_request\"") >= 15.0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_api_publishes_as_the_server_and_reports_errors_as_json() {
+    let server = TestServer::start(config(&["--max-frame-bytes", "1024"])).await;
+    let mut c = server.client("u").await;
+    c.subscribe("news", 1).await;
+
+    let (status, body) = http(
+        "POST",
+        &server.http_url("/api/publish"),
+        Some(r#"{"channel":"news","data":{"headline":"x"}}"#),
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, r#"{"ok":true}"#));
+    let m = c.next_message().await;
+    assert_eq!(
+        m,
+        json!({"op":"message","channel":"news","data":{"headline":"x"}})
+    );
+
+    let bad: &[(&str, &str, u16, &str)] = &[
+        ("POST", "/api/publish", 400, "not json"),
+        ("POST", "/api/publish", 400, r#"{"channel":"news"}"#),
+        ("POST", "/api/publish", 400, r#"{"channel":"a b","data":1}"#),
+        ("POST", "/api/publish", 400, r#"{"channel":5,"data":1}"#),
+        ("GET", "/nope", 404, ""),
+        ("GET", "/api/publish", 405, ""),
+        ("GET", "/ws", 400, ""),
+    ];
+    for (method, path, want, body) in bad {
+        let (status, resp) = http(method, &server.http_url(path), Some(body)).await;
+        assert_eq!(status, *want, "{method} {path} {body} -> {resp}");
+        let v: Value = serde_json::from_str(&resp).unwrap_or_else(|e| panic!("{resp}: {e}"));
+        assert!(
+            v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+            "{v}"
+        );
+    }
+    let big = format!(r#"{{"channel":"news","data":"{}"}}"#, "x".repeat(2000));
+    let (status, resp) = http("POST", &server.http_url("/api/publish"), Some(&big)).await;
+    assert_eq!(status, 413, "{resp}");
+    assert!(resp.contains("too_large"));
+    let (status, resp) = http("GET", &server.http_url("/ws?user=a%20b"), None).await;
+    assert_eq!(status, 400, "{resp}");
+
+    let (status, body) = http("GET", &server.http_url("/healthz"), None).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+    let (status, body) = http("GET", &server.http_url("/readyz"), None).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"ready":true}"#));
+    let (status, metrics) = http("GET", &server.http_url("/metrics"), None).await;
+    assert_eq!(status, 200);
+    for name in [
+        "shardcast_connections",
+        "shardcast_subscriptions",
+        "shardcast_channels",
+        "shardcast_messages_in_total",
+        "shardcast_messages_out_total",
+        "shardcast_bytes_out_total",
+        "shardcast_slow_consumer_disconnects_total",
+        "shardcast_errors_total",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
+    assert!(metric(&metrics, "shardcast_messages_out_total") >= 1.0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_every_client_with_1012() {
+    let server = TestServer::memory().await;
+    let mut clients = Vec::new();
+    for i in 0..5 {
+        let mut c = server.client(&format!("u{i}")).await;
+        c.subscribe("room", i).await;
+        clients.push(c);
+    }
+    let addr = server.addr;
+    server.shutdown().await;
+    for c in &mut clients {
+        match c.next_event(PATIENCE).await {
+            Some(Received::Closed(code)) => assert_eq!(code, Some(1012)),
+            other => panic!("expected close 1012, got {other:?}"),
+        }
+    }
+    // And it no longer accepts connections.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+/// Value of an unlabelled metric in Prometheus text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(' ')?;
+            (n == name).then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("metric {name} not found in:\n{text}"))
+}
+
+fn metric_labeled(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            let (n, v) = l.rsplit_once(' ')?;
+            (n.starts_with(&format!("{name}{{")) && n.contains(label)).then(|| v.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("metric {name}{{{label}}} not found in:\n{text}"))
+}
