@@ -14,6 +14,8 @@
 //!   is an error the caller reports. Nothing is dropped silently.
 
 pub mod cluster;
+mod resp;
+mod subscriber;
 pub mod memory;
 
 use std::sync::Arc;

@@ -1,0 +1,302 @@
+//! One RESP3 subscriber connection to one Redis node.
+//!
+//! The task connects (with capped, jittered backoff), sends the SSUBSCRIBE and
+//! SUNSUBSCRIBE batches the reconciler hands it, and reads every frame: `smessage`
+//! pushes go straight to the hub (which never waits), subscription pushes and errors
+//! are matched to the in-flight command they answer, and a `sunsubscribe` nobody
+//! asked for (slot migrated, failover) is reported as such. It owns no subscription
+//! state: it reports what Redis confirmed and the reconciler decides.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout};
+
+use super::Publication;
+use super::cluster::Inner;
+use super::resp::{Frame, decode, encode};
+use crate::channel::{Channel, UserId};
+use crate::topology::NodeAddr;
+
+/// A batch for one node; every channel of a batch hashes to the same slot.
+#[derive(Debug)]
+pub enum NodeCmd {
+    Subscribe(Vec<Channel>),
+    Unsubscribe(Vec<Channel>),
+}
+
+/// How long Redis may take to answer anything before the connection is deemed dead.
+const UNRESPONSIVE: Duration = Duration::from_secs(3);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const PING_EVERY: Duration = Duration::from_secs(1);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(3);
+
+enum Kind {
+    Subscribe,
+    Unsubscribe,
+    Ping,
+}
+
+struct Inflight {
+    kind: Kind,
+    channels: Vec<Channel>,
+    remaining: usize,
+    sent: Instant,
+}
+
+/// The payload shardcast puts on the wire with SPUBLISH.
+#[derive(Deserialize)]
+pub struct WirePublication<'a> {
+    #[serde(borrow)]
+    pub d: &'a RawValue,
+    #[serde(default)]
+    pub f: Option<&'a str>,
+    #[serde(default)]
+    pub o: Option<u64>,
+}
+
+pub async fn run(inner: Arc<Inner>, addr: NodeAddr, mut rx: mpsc::UnboundedReceiver<NodeCmd>) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        match connect(&addr, &inner.client_name).await {
+            Ok((stream, leftover)) => {
+                backoff = BACKOFF_MIN;
+                // Commands queued while disconnected were for a connection that no
+                // longer exists; the reconciler re-issues what is still wanted.
+                let mut stale = Vec::new();
+                while let Ok(cmd) = rx.try_recv() {
+                    stale.push(cmd);
+                }
+                inner.on_connected(&addr, stale);
+                match session(&inner, &addr, stream, leftover, &mut rx).await {
+                    Ended::Closed => return,
+                    Ended::Lost(why) => {
+                        tracing::warn!(node = %addr, reason = %why, "subscriber connection lost");
+                        inner.on_lost(&addr);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(node = %addr, error = %e, "subscriber connect failed");
+                let mut stale = Vec::new();
+                while let Ok(cmd) = rx.try_recv() {
+                    stale.push(cmd);
+                }
+                inner.on_connect_failed(&addr, stale);
+            }
+        }
+        if rx.is_closed() {
+            return;
+        }
+        let jitter = Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
+        tokio::select! {
+            _ = tokio::time::sleep(backoff + jitter) => {}
+            _ = inner.closed() => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn connect(addr: &str, name: &str) -> Result<(TcpStream, BytesMut), String> {
+    let mut stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let mut out = Vec::new();
+    encode(&mut out, &[b"HELLO", b"3", b"SETNAME", name.as_bytes()]);
+    stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    let mut buf = BytesMut::with_capacity(4096);
+    let hello = timeout(CONNECT_TIMEOUT, async {
+        loop {
+            if let Some(frame) = decode(&mut buf).map_err(|e| e.to_string())? {
+                return Ok::<Frame, String>(frame);
+            }
+            if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                return Err("closed during HELLO".to_string());
+            }
+        }
+    })
+    .await
+    .map_err(|_| "HELLO timed out".to_string())??;
+    if let Frame::Error(e) = hello {
+        return Err(format!("HELLO refused: {e}"));
+    }
+    Ok((stream, buf))
+}
+
+enum Ended {
+    Closed,
+    Lost(String),
+}
+
+async fn session(
+    inner: &Arc<Inner>,
+    addr: &NodeAddr,
+    stream: TcpStream,
+    mut buf: BytesMut,
+    rx: &mut mpsc::UnboundedReceiver<NodeCmd>,
+) -> Ended {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut inflight: VecDeque<Inflight> = VecDeque::new();
+    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        // Frames already buffered (e.g. after HELLO) are handled before waiting.
+        loop {
+            match decode(&mut buf) {
+                Ok(Some(frame)) => on_frame(inner, addr, frame, &mut inflight),
+                Ok(None) => break,
+                Err(e) => return Ended::Lost(e.to_string()),
+            }
+        }
+        tokio::select! {
+            cmd = rx.recv() => {
+                let Some(cmd) = cmd else { return Ended::Closed };
+                out.clear();
+                let (kind, verb, channels) = match cmd {
+                    NodeCmd::Subscribe(c) => (Kind::Subscribe, &b"SSUBSCRIBE"[..], c),
+                    NodeCmd::Unsubscribe(c) => (Kind::Unsubscribe, &b"SUNSUBSCRIBE"[..], c),
+                };
+                let mut args: Vec<&[u8]> = Vec::with_capacity(channels.len() + 1);
+                args.push(verb);
+                args.extend(channels.iter().map(|c| c.as_str().as_bytes()));
+                encode(&mut out, &args);
+                inflight.push_back(Inflight {
+                    kind,
+                    remaining: channels.len(),
+                    channels,
+                    sent: Instant::now(),
+                });
+                if let Err(e) = wr.write_all(&out).await {
+                    return Ended::Lost(e.to_string());
+                }
+            }
+            read = rd.read_buf(&mut buf) => match read {
+                Ok(0) => return Ended::Lost("closed by Redis".into()),
+                Ok(_) => {}
+                Err(e) => return Ended::Lost(e.to_string()),
+            },
+            _ = ping.tick() => {
+                if let Some(oldest) = inflight.front()
+                    && oldest.sent.elapsed() > UNRESPONSIVE
+                {
+                    return Ended::Lost(format!("no answer within {UNRESPONSIVE:?}"));
+                }
+                if inflight.is_empty() {
+                    out.clear();
+                    encode(&mut out, &[b"PING"]);
+                    inflight.push_back(Inflight { kind: Kind::Ping, channels: Vec::new(), remaining: 1, sent: Instant::now() });
+                    if let Err(e) = wr.write_all(&out).await {
+                        return Ended::Lost(e.to_string());
+                    }
+                }
+            }
+            _ = inner.closed() => return Ended::Closed,
+        }
+    }
+}
+
+fn on_frame(inner: &Arc<Inner>, addr: &NodeAddr, frame: Frame, inflight: &mut VecDeque<Inflight>) {
+    match frame {
+        Frame::Push(items) => {
+            let kind = items.first().and_then(Frame::as_bytes).unwrap_or_default();
+            let name = items.get(1).and_then(Frame::as_bytes).unwrap_or_default();
+            match kind {
+                b"smessage" => {
+                    let payload = items.get(2).and_then(Frame::as_bytes).unwrap_or_default();
+                    deliver(inner, name, payload);
+                }
+                b"ssubscribe" => {
+                    let Some(front) = inflight.front_mut() else { return };
+                    if let Kind::Subscribe = front.kind
+                        && let Some(ch) = front.channels.iter().find(|c| c.as_str().as_bytes() == name)
+                    {
+                        inner.on_confirmed(addr, ch);
+                        front.remaining -= 1;
+                        if front.remaining == 0 {
+                            inflight.pop_front();
+                        }
+                    }
+                }
+                b"sunsubscribe" => {
+                    let solicited = match inflight.front_mut() {
+                        Some(front) if matches!(front.kind, Kind::Unsubscribe) => {
+                            match front.channels.iter().find(|c| c.as_str().as_bytes() == name) {
+                                Some(ch) => {
+                                    inner.on_unsubscribed(addr, ch);
+                                    front.remaining -= 1;
+                                    if front.remaining == 0 {
+                                        inflight.pop_front();
+                                    }
+                                    true
+                                }
+                                None => false,
+                            }
+                        }
+                        _ => false,
+                    };
+                    if !solicited && let Ok(ch) = std::str::from_utf8(name).map(Channel::parse) {
+                        match ch {
+                            Ok(ch) => inner.on_unsolicited_unsubscribe(addr, &ch),
+                            Err(_) => tracing::warn!("sunsubscribe for an invalid channel name"),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Frame::Error(e) => {
+            let Some(front) = inflight.pop_front() else {
+                tracing::warn!(node = %addr, error = %e, "unexpected error from Redis");
+                return;
+            };
+            match front.kind {
+                Kind::Subscribe | Kind::Unsubscribe => {
+                    let redirected = e.starts_with("MOVED") || e.starts_with("ASK");
+                    tracing::debug!(node = %addr, error = %e, "subscription command refused");
+                    inner.on_refused(addr, front.channels, redirected);
+                }
+                Kind::Ping => {}
+            }
+        }
+        Frame::Simple(_) | Frame::Bulk(_) => {
+            if let Some(front) = inflight.front()
+                && matches!(front.kind, Kind::Ping)
+            {
+                inflight.pop_front();
+            }
+        }
+        _ => {}
+    }
+}
+
+fn deliver(inner: &Arc<Inner>, channel: &[u8], payload: &[u8]) {
+    let Ok(channel) = std::str::from_utf8(channel)
+        .map_err(|_| ())
+        .and_then(|c| Channel::parse(c).map_err(|_| ()))
+    else {
+        inner.metrics.redis_dropped.increment(1);
+        return;
+    };
+    let Ok(wire) = serde_json::from_slice::<WirePublication<'_>>(payload) else {
+        // Someone else SPUBLISHed to our channel with a foreign format.
+        inner.metrics.redis_dropped.increment(1);
+        return;
+    };
+    let from = wire.f.and_then(|f| UserId::parse(f).ok());
+    inner.hub.deliver(&Publication {
+        channel,
+        data: wire.d.to_owned(),
+        from,
+        offset: wire.o,
+    });
+}
