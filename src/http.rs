@@ -105,6 +105,9 @@ pub fn routes(
     let publish = warp::path!("api" / "publish")
         .and(warp::post())
         .and(with_node.clone())
+        // The body is buffered, so its size is bounded before it is read (413 above
+        // the hard limit; between the soft and hard limit `publish` answers 413 too).
+        .and(warp::body::content_length_limit(node.config.hard_frame_limit() as u64))
         .and(warp::body::bytes())
         .and_then(publish);
 
@@ -211,6 +214,12 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         )
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "body too large")
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        ApiError::new(
+            StatusCode::LENGTH_REQUIRED,
+            "length_required",
+            "a Content-Length header is required",
+        )
     } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
     } else if rejection.find::<warp::reject::MissingHeader>().is_some()

@@ -574,7 +574,22 @@ fn pass(inner: &Arc<Inner>, periodic: bool) -> bool {
                     pending_unsub: HashSet::new(),
                 }
             });
-            if node.holds(&ch) {
+            if node.pending_unsub.contains(&ch) {
+                // Re-wanted while its SUNSUBSCRIBE is in flight: resubscribed once
+                // Redis confirms the unsubscribe (on_unsubscribed marks it dirty).
+                continue;
+            }
+            if node.actual.contains(&ch) {
+                // Already live (re-wanted before its SUNSUBSCRIBE went out): whoever
+                // waits for it can go ahead.
+                if let Some(waiters) = st.waiters.remove(&ch) {
+                    for w in waiters {
+                        let _ = w.send(());
+                    }
+                }
+                continue;
+            }
+            if node.pending_sub.contains(&ch) {
                 continue;
             }
             if !node.connected {

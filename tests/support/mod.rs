@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod load;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -221,10 +222,17 @@ pub fn config(args: &[&str]) -> Config {
 
 /// HTTP helper (plain, tiny; no client crate needed for a few requests).
 pub async fn http(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
+    try_http(method, url, body).await
+}
+
+/// Like [`http`], but a refused connection is status 0 instead of a panic.
+pub async fn try_http(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").expect("http url");
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let mut stream = TcpStream::connect(host).await.expect("connect http");
+    let Ok(mut stream) = TcpStream::connect(host).await else {
+        return (0, String::new());
+    };
     let body = body.unwrap_or("");
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

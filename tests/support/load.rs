@@ -1,0 +1,207 @@
+//! Sequence-numbered traffic for the cluster tests: publishers record what the
+//! broker acknowledged, subscribers record what they received, and [`Report`]
+//! compares the two per subscriber, per channel, per publisher.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{Client, Received};
+
+/// (publisher, seq) acknowledged at `at`.
+#[derive(Debug, Clone)]
+pub struct Acked {
+    pub channel: String,
+    pub seq: u64,
+    pub at: Instant,
+}
+
+pub struct Publisher {
+    pub name: String,
+    task: JoinHandle<Vec<Acked>>,
+}
+
+pub struct Subscriber {
+    pub name: String,
+    task: JoinHandle<Vec<(String, String, u64, Instant)>>,
+}
+
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    publishers: Vec<Publisher>,
+    subscribers: Vec<Subscriber>,
+    pub started: Instant,
+}
+
+impl Load {
+    pub fn new() -> Load {
+        Load {
+            stop: Arc::new(AtomicBool::new(false)),
+            publishers: Vec::new(),
+            subscribers: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// A subscriber on `instance`, subscribed to `channels` before this returns.
+    pub async fn subscriber(&mut self, instance: SocketAddr, name: &str, channels: &[String]) {
+        let mut c = Client::connect(&format!("ws://{instance}/ws?user={name}")).await;
+        for (i, ch) in channels.iter().enumerate() {
+            c.subscribe(ch, i as u64).await;
+        }
+        let stop = self.stop.clone();
+        let task = tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let wait = if stop.load(Ordering::Relaxed) {
+                    Duration::from_secs(2)
+                } else {
+                    Duration::from_millis(200)
+                };
+                match c.next_event(wait).await {
+                    Some(Received::Frame(f)) if f["op"] == "message" => got.push((
+                        f["channel"].as_str().unwrap_or_default().to_string(),
+                        f["data"]["p"].as_str().unwrap_or_default().to_string(),
+                        f["data"]["n"].as_u64().unwrap_or(u64::MAX),
+                        Instant::now(),
+                    )),
+                    Some(Received::Frame(_)) => {}
+                    Some(Received::Closed(code)) => panic!("subscriber closed: {code:?}"),
+                    None if stop.load(Ordering::Relaxed) => break,
+                    None => {}
+                }
+            }
+            got
+        });
+        self.subscribers.push(Subscriber {
+            name: name.to_string(),
+            task,
+        });
+    }
+
+    /// A publisher on `instance` cycling over `channels`, one publish every `every`,
+    /// each awaiting its ack (errors are recorded as not acknowledged).
+    pub async fn publisher(&mut self, instance: SocketAddr, name: &str, channels: Vec<String>, every: Duration) {
+        let mut c = Client::connect(&format!("ws://{instance}/ws?user={name}")).await;
+        let stop = self.stop.clone();
+        let pname = name.to_string();
+        let task = tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut seq = 0u64;
+            let mut tick = tokio::time::interval(every);
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let ch = &channels[seq as usize % channels.len()];
+                let r = c
+                    .request(json!({"op":"publish","channel":ch,"data":{"p":pname,"n":seq}}), seq)
+                    .await;
+                if r["op"] == "ok" {
+                    acked.push(Acked {
+                        channel: ch.clone(),
+                        seq,
+                        at: Instant::now(),
+                    });
+                }
+                seq += 1;
+            }
+            acked
+        });
+        self.publishers.push(Publisher {
+            name: name.to_string(),
+            task,
+        });
+    }
+
+    /// Stops publishing, lets deliveries drain, and compares.
+    pub async fn finish(self) -> Report {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut acked = HashMap::new();
+        for p in self.publishers {
+            acked.insert(p.name.clone(), p.task.await.expect("publisher task"));
+        }
+        let mut received = BTreeMap::new();
+        for s in self.subscribers {
+            received.insert(s.name.clone(), s.task.await.expect("subscriber task"));
+        }
+        Report { acked, received }
+    }
+}
+
+impl Default for Load {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub struct Report {
+    pub acked: HashMap<String, Vec<Acked>>,
+    /// subscriber -> (channel, publisher, seq, when)
+    pub received: BTreeMap<String, Vec<(String, String, u64, Instant)>>,
+}
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub expected: usize,
+    pub delivered: usize,
+    pub lost: usize,
+    pub duplicated: usize,
+    pub out_of_order: usize,
+    /// Acknowledged at or after `after` and not delivered.
+    pub lost_after: usize,
+}
+
+impl Report {
+    /// Checks every subscriber against the acknowledged publications on the channels
+    /// it subscribed (`wants(subscriber, channel)`). `after`: count losses of
+    /// publications acknowledged from then on separately.
+    pub fn outcome(&self, wants: impl Fn(&str, &str) -> bool, after: Option<Instant>) -> Outcome {
+        let mut o = Outcome::default();
+        for (sub, got) in &self.received {
+            // (publisher, channel) -> seqs in arrival order
+            let mut seen: HashMap<(&str, &str), Vec<u64>> = HashMap::new();
+            for (ch, p, n, _) in got {
+                seen.entry((p.as_str(), ch.as_str())).or_default().push(*n);
+            }
+            for (publisher, acks) in &self.acked {
+                for a in acks.iter().filter(|a| wants(sub, &a.channel)) {
+                    o.expected += 1;
+                    let list = seen.get(&(publisher.as_str(), a.channel.as_str()));
+                    let count = list.map_or(0, |l| l.iter().filter(|n| **n == a.seq).count());
+                    match count {
+                        0 => {
+                            o.lost += 1;
+                            if after.is_some_and(|t| a.at >= t) {
+                                o.lost_after += 1;
+                            }
+                        }
+                        1 => o.delivered += 1,
+                        n => {
+                            o.delivered += 1;
+                            o.duplicated += n - 1;
+                        }
+                    }
+                }
+            }
+            for list in seen.values() {
+                o.out_of_order += list.windows(2).filter(|w| w[1] <= w[0]).count();
+            }
+        }
+        o
+    }
+
+    /// The first delivery to anyone of a publication acknowledged after `t`.
+    pub fn first_delivery_after(&self, t: Instant) -> Option<Instant> {
+        self.received
+            .values()
+            .flatten()
+            .filter(|(_, _, _, at)| *at > t)
+            .map(|(_, _, _, at)| *at)
+            .min()
+    }
+}
