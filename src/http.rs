@@ -107,7 +107,9 @@ pub fn routes(
         .and(with_node.clone())
         // The body is buffered, so its size is bounded before it is read (413 above
         // the hard limit; between the soft and hard limit `publish` answers 413 too).
-        .and(warp::body::content_length_limit(node.config.hard_frame_limit() as u64))
+        .and(warp::body::content_length_limit(
+            node.config.hard_frame_limit() as u64,
+        ))
         .and(warp::body::bytes())
         .and_then(publish);
 

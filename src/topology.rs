@@ -102,10 +102,7 @@ fn int(v: &Value) -> Option<i64> {
 /// Key/value pairs of a RESP3 map or a RESP2 flat array.
 fn pairs(v: &Value) -> Vec<(String, &Value)> {
     match v {
-        Value::Map(kv) => kv
-            .iter()
-            .filter_map(|(k, v)| Some((text(k)?, v)))
-            .collect(),
+        Value::Map(kv) => kv.iter().filter_map(|(k, v)| Some((text(k)?, v))).collect(),
         Value::Array(a) => a
             .chunks(2)
             .filter_map(|c| Some((text(c.first()?)?, c.get(1)?)))
@@ -220,7 +217,12 @@ mod tests {
         let reply = Value::Array(vec![Value::Map(vec![
             (
                 bulk("slots"),
-                Value::Array(vec![Value::Int(0), Value::Int(99), Value::Int(200), Value::Int(300)]),
+                Value::Array(vec![
+                    Value::Int(0),
+                    Value::Int(99),
+                    Value::Int(200),
+                    Value::Int(300),
+                ]),
             ),
             (
                 bulk("nodes"),
@@ -244,11 +246,13 @@ mod tests {
         assert_eq!(map.covered(), 100 + 101);
         assert!(map.shard_of(150).is_none());
         assert_eq!(
-            map.subscriber_node(5, SubscribeFrom::Primary).map(String::as_str),
+            map.subscriber_node(5, SubscribeFrom::Primary)
+                .map(String::as_str),
             Some("10.0.0.1:7000")
         );
         assert_eq!(
-            map.subscriber_node(5, SubscribeFrom::Replica).map(String::as_str),
+            map.subscriber_node(5, SubscribeFrom::Replica)
+                .map(String::as_str),
             Some("10.0.0.2:7001")
         );
     }

@@ -24,7 +24,7 @@ use tokio::sync::{Notify, OnceCell, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::subscriber::{self, NodeCmd};
-use super::{BrokerError, PublishAck, Publication};
+use super::{BrokerError, Publication, PublishAck};
 use crate::channel::Channel;
 use crate::config::{Config, SubscribeFrom};
 use crate::hub::Hub;
@@ -95,8 +95,14 @@ fn seed_addr(url: &str) -> Result<NodeAddr, BrokerError> {
     let rest = url
         .strip_prefix("redis://")
         .or_else(|| (!url.contains("://")).then_some(url))
-        .ok_or_else(|| BrokerError::Config(format!("unsupported seed `{url}` (use redis://host:port)")))?;
-    let hostport = rest.rsplit('@').next().unwrap_or(rest).trim_end_matches('/');
+        .ok_or_else(|| {
+            BrokerError::Config(format!("unsupported seed `{url}` (use redis://host:port)"))
+        })?;
+    let hostport = rest
+        .rsplit('@')
+        .next()
+        .unwrap_or(rest)
+        .trim_end_matches('/');
     if hostport.is_empty() || !hostport.contains(':') {
         return Err(BrokerError::Config(format!("seed `{url}` needs host:port")));
     }
@@ -330,7 +336,9 @@ impl Inner {
     fn forget_commands(&self, addr: &NodeAddr, stale: Vec<NodeCmd>) {
         let mut st = self.lock();
         let st = &mut *st;
-        let Some(n) = st.nodes.get_mut(addr) else { return };
+        let Some(n) = st.nodes.get_mut(addr) else {
+            return;
+        };
         for cmd in stale {
             let (NodeCmd::Subscribe(chs) | NodeCmd::Unsubscribe(chs)) = cmd;
             for ch in chs {
@@ -512,7 +520,8 @@ async fn reconciler(inner: Arc<Inner>) {
             }
         }
         if pass(&inner, periodic) {
-            retry_at = Some(retry_at.map_or(Instant::now() + RETRY, |r| r.min(Instant::now() + RETRY)));
+            retry_at =
+                Some(retry_at.map_or(Instant::now() + RETRY, |r| r.min(Instant::now() + RETRY)));
         }
     }
     // Dropping the node senders ends the subscriber tasks.
@@ -558,8 +567,17 @@ fn pass(inner: &Arc<Inner>, periodic: bool) -> bool {
             None
         };
         for (addr, n) in &st.nodes {
-            if Some(addr) != target.as_ref() && n.holds(&ch) && !n.pending_unsub.contains(&ch) && n.connected {
-                unsubs.entry(addr.clone()).or_default().entry(slot).or_default().push(ch.clone());
+            if Some(addr) != target.as_ref()
+                && n.holds(&ch)
+                && !n.pending_unsub.contains(&ch)
+                && n.connected
+            {
+                unsubs
+                    .entry(addr.clone())
+                    .or_default()
+                    .entry(slot)
+                    .or_default()
+                    .push(ch.clone());
             }
         }
         if let Some(t) = target {
@@ -604,7 +622,9 @@ fn pass(inner: &Arc<Inner>, periodic: bool) -> bool {
     let mut issued = 0u64;
     let mut resubscribed = 0u64;
     for (addr, slots) in subs {
-        let Some(node) = st.nodes.get_mut(&addr) else { continue };
+        let Some(node) = st.nodes.get_mut(&addr) else {
+            continue;
+        };
         for (_, chs) in slots {
             for batch in chs.chunks(BATCH) {
                 for ch in batch {
@@ -619,7 +639,9 @@ fn pass(inner: &Arc<Inner>, periodic: bool) -> bool {
         }
     }
     for (addr, slots) in unsubs {
-        let Some(node) = st.nodes.get_mut(&addr) else { continue };
+        let Some(node) = st.nodes.get_mut(&addr) else {
+            continue;
+        };
         for (_, chs) in slots {
             for batch in chs.chunks(BATCH) {
                 for ch in batch {
@@ -640,10 +662,16 @@ fn pass(inner: &Arc<Inner>, periodic: bool) -> bool {
     let needed: HashSet<NodeAddr> = st
         .desired
         .iter()
-        .filter_map(|c| map.subscriber_node(key_slot(c.as_str().as_bytes()), inner.policy).cloned())
+        .filter_map(|c| {
+            map.subscriber_node(key_slot(c.as_str().as_bytes()), inner.policy)
+                .cloned()
+        })
         .collect();
     st.nodes.retain(|addr, n| {
-        needed.contains(addr) || !n.actual.is_empty() || !n.pending_sub.is_empty() || !n.pending_unsub.is_empty()
+        needed.contains(addr)
+            || !n.actual.is_empty()
+            || !n.pending_sub.is_empty()
+            || !n.pending_unsub.is_empty()
     });
     for (addr, n) in &st.nodes {
         Metrics::redis_node_subscriptions(addr, n.actual.len());

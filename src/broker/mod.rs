@@ -14,9 +14,9 @@
 //!   is an error the caller reports. Nothing is dropped silently.
 
 pub mod cluster;
+pub mod memory;
 mod resp;
 mod subscriber;
-pub mod memory;
 
 use std::sync::Arc;
 

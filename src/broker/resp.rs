@@ -156,7 +156,10 @@ mod tests {
                 Frame::Bulk("hello".into())
             ]))
         );
-        assert_eq!(decode(&mut b).unwrap(), Some(Frame::Error("MOVED 1 h:1".into())));
+        assert_eq!(
+            decode(&mut b).unwrap(),
+            Some(Frame::Error("MOVED 1 h:1".into()))
+        );
         assert_eq!(
             decode(&mut b).unwrap(),
             Some(Frame::Array(vec![Frame::Simple("a".into()), Frame::Int(1)]))

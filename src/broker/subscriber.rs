@@ -96,7 +96,8 @@ pub async fn run(inner: Arc<Inner>, addr: NodeAddr, mut rx: mpsc::UnboundedRecei
         if rx.is_closed() {
             return;
         }
-        let jitter = Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
+        let jitter =
+            Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
         tokio::select! {
             _ = tokio::time::sleep(backoff + jitter) => {}
             _ = inner.closed() => return,
@@ -216,9 +217,14 @@ fn on_frame(inner: &Arc<Inner>, addr: &NodeAddr, frame: Frame, inflight: &mut Ve
                     deliver(inner, name, payload);
                 }
                 b"ssubscribe" => {
-                    let Some(front) = inflight.front_mut() else { return };
+                    let Some(front) = inflight.front_mut() else {
+                        return;
+                    };
                     if let Kind::Subscribe = front.kind
-                        && let Some(ch) = front.channels.iter().find(|c| c.as_str().as_bytes() == name)
+                        && let Some(ch) = front
+                            .channels
+                            .iter()
+                            .find(|c| c.as_str().as_bytes() == name)
                     {
                         inner.on_confirmed(addr, ch);
                         front.remaining -= 1;
@@ -230,7 +236,11 @@ fn on_frame(inner: &Arc<Inner>, addr: &NodeAddr, frame: Frame, inflight: &mut Ve
                 b"sunsubscribe" => {
                     let solicited = match inflight.front_mut() {
                         Some(front) if matches!(front.kind, Kind::Unsubscribe) => {
-                            match front.channels.iter().find(|c| c.as_str().as_bytes() == name) {
+                            match front
+                                .channels
+                                .iter()
+                                .find(|c| c.as_str().as_bytes() == name)
+                            {
                                 Some(ch) => {
                                     inner.on_unsubscribed(addr, ch);
                                     front.remaining -= 1;

@@ -57,7 +57,9 @@ fn redis_cli(args: &[&str]) -> String {
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("redis-cli is required on the host (apt-get install redis-tools): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("redis-cli is required on the host (apt-get install redis-tools): {e}")
+        });
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -142,7 +144,10 @@ impl RedisCluster {
         for _ in 0..total {
             nodes.push(start_node().await);
         }
-        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
         let mut args = vec!["--cluster", "create"];
         args.extend(addrs.iter().map(String::as_str));
         let r = replicas.to_string();
@@ -201,7 +206,11 @@ impl RedisCluster {
                 let lines = Self::cluster_nodes(p);
                 let prim: Vec<&NodeLine> = lines
                     .iter()
-                    .filter(|l| l.flags.contains("master") && !l.flags.contains("fail") && !l.slots.is_empty())
+                    .filter(|l| {
+                        l.flags.contains("master")
+                            && !l.flags.contains("fail")
+                            && !l.slots.is_empty()
+                    })
                     .collect();
                 prim.len() == masters
                     && prim.iter().all(|m| {
@@ -229,15 +238,24 @@ impl RedisCluster {
     pub async fn wait_agree(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let views: Vec<BTreeMap<u16, u16>> = self.live_ports().iter().map(|&p| self.slot_owners(p)).collect();
+            let views: Vec<BTreeMap<u16, u16>> = self
+                .live_ports()
+                .iter()
+                .map(|&p| self.slot_owners(p))
+                .collect();
             let first = &views[0];
             let open = self.live_ports().iter().any(|&p| {
-                Self::cluster_nodes(p).iter().any(|l| l.slots.iter().any(|s| s.starts_with('[')))
+                Self::cluster_nodes(p)
+                    .iter()
+                    .any(|l| l.slots.iter().any(|s| s.starts_with('[')))
             });
             if !open && first.len() == 16384 && views.iter().all(|v| v == first) {
                 return;
             }
-            assert!(Instant::now() < deadline, "cluster nodes did not agree within 60 s");
+            assert!(
+                Instant::now() < deadline,
+                "cluster nodes did not agree within 60 s"
+            );
             sleep(Duration::from_millis(200)).await;
         }
     }
@@ -270,7 +288,8 @@ impl RedisCluster {
 
     pub fn owner_of(&self, channel: &str) -> u16 {
         let slot = shardcast::slot::key_slot(channel.as_bytes());
-        self.try_owner_of(channel).unwrap_or_else(|| panic!("slot {slot} unowned"))
+        self.try_owner_of(channel)
+            .unwrap_or_else(|| panic!("slot {slot} unowned"))
     }
 
     /// The owner of a channel's slot, if some healthy primary serves it right now.
@@ -294,7 +313,10 @@ impl RedisCluster {
             assert!(
                 Instant::now() < deadline,
                 "primary {dead} was not replaced within 60 s: {:#?}",
-                self.live_ports().iter().map(|&p| (p, Self::cluster_nodes(p))).collect::<Vec<_>>()
+                self.live_ports()
+                    .iter()
+                    .map(|&p| (p, Self::cluster_nodes(p)))
+                    .collect::<Vec<_>>()
             );
             sleep(Duration::from_millis(100)).await;
         }
@@ -305,7 +327,11 @@ impl RedisCluster {
     }
 
     pub fn primaries(&self) -> Vec<u16> {
-        let mut v: Vec<u16> = self.slot_owners(self.live_ports()[0]).values().copied().collect();
+        let mut v: Vec<u16> = self
+            .slot_owners(self.live_ports()[0])
+            .values()
+            .copied()
+            .collect();
         v.sort_unstable();
         v.dedup();
         v
@@ -320,8 +346,22 @@ impl RedisCluster {
         }
         let (from_id, to_id) = (Self::node_id(from), Self::node_id(to));
         let s = slot.to_string();
-        query(to, redis::cmd("CLUSTER").arg("SETSLOT").arg(&s).arg("IMPORTING").arg(&from_id));
-        query(from, redis::cmd("CLUSTER").arg("SETSLOT").arg(&s).arg("MIGRATING").arg(&to_id));
+        query(
+            to,
+            redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(&s)
+                .arg("IMPORTING")
+                .arg(&from_id),
+        );
+        query(
+            from,
+            redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(&s)
+                .arg("MIGRATING")
+                .arg(&to_id),
+        );
         loop {
             let keys: Vec<String> = redis::cmd("CLUSTER")
                 .arg("GETKEYSINSLOT")
@@ -333,14 +373,26 @@ impl RedisCluster {
                 break;
             }
             let mut cmd = redis::cmd("MIGRATE");
-            cmd.arg("127.0.0.1").arg(to).arg("").arg(0).arg(5000).arg("KEYS");
+            cmd.arg("127.0.0.1")
+                .arg(to)
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS");
             for k in &keys {
                 cmd.arg(k);
             }
             query(from, &mut cmd);
         }
         for p in [to, from] {
-            query(p, redis::cmd("CLUSTER").arg("SETSLOT").arg(&s).arg("NODE").arg(&to_id));
+            query(
+                p,
+                redis::cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(&s)
+                    .arg("NODE")
+                    .arg(&to_id),
+            );
         }
         for p in self.primaries() {
             if p != to && p != from {
@@ -368,22 +420,47 @@ impl RedisCluster {
             let r = start_node().await;
             let rp = format!("127.0.0.1:{}", r.port);
             let rport = r.port;
-            redis_cli(&["--cluster", "add-node", &rp, &seed, "--cluster-slave", "--cluster-master-id", &pid]);
+            redis_cli(&[
+                "--cluster",
+                "add-node",
+                &rp,
+                &seed,
+                "--cluster-slave",
+                "--cluster-master-id",
+                &pid,
+            ]);
             self.nodes.push(r);
             self.wait_known(rport).await;
         }
-        redis_cli(&["--cluster", "rebalance", &seed, "--cluster-use-empty-masters", "--cluster-yes"]);
+        redis_cli(&[
+            "--cluster",
+            "rebalance",
+            &seed,
+            "--cluster-use-empty-masters",
+            "--cluster-yes",
+        ]);
         self.wait_agree().await;
         port
     }
 
     /// Moves every slot away from the primary at `port`, then removes it and its replicas.
     pub async fn remove_shard(&mut self, port: u16) {
-        let others: Vec<u16> = self.primaries().into_iter().filter(|p| *p != port).collect();
+        let others: Vec<u16> = self
+            .primaries()
+            .into_iter()
+            .filter(|p| *p != port)
+            .collect();
         let seed = format!("127.0.0.1:{}", others[0]);
         let id = Self::node_id(port);
         let weight = format!("{id}=0");
-        redis_cli(&["--cluster", "rebalance", &seed, "--cluster-weight", &weight, "--cluster-yes"]);
+        redis_cli(&[
+            "--cluster",
+            "rebalance",
+            &seed,
+            "--cluster-weight",
+            &weight,
+            "--cluster-yes",
+        ]);
         self.wait_agree().await;
         let replicas: Vec<u16> = Self::cluster_nodes(others[0])
             .into_iter()
@@ -405,7 +482,10 @@ impl RedisCluster {
             .iter()
             .all(|&p| Self::cluster_nodes(p).iter().any(|l| l.port == port))
         {
-            assert!(Instant::now() < deadline, "node {port} not known everywhere");
+            assert!(
+                Instant::now() < deadline,
+                "node {port} not known everywhere"
+            );
             sleep(Duration::from_millis(200)).await;
         }
     }
@@ -416,7 +496,11 @@ impl RedisCluster {
 
     /// SIGKILLs the node's container.
     pub async fn kill(&mut self, port: u16) {
-        let node = self.nodes.iter_mut().find(|n| n.port == port).expect("node");
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("node");
         if let Some(c) = node.container.take() {
             c.stop_with_timeout(Some(0)).await.expect("kill container");
             let _ = c.rm().await;
@@ -486,22 +570,41 @@ pub struct Instance {
 
 impl Instance {
     pub async fn start(seeds: &str, extra: &[&str]) -> Instance {
-        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
-            .args(["--listen", &addr.to_string(), "--broker", "redis-cluster", "--redis-nodes", seeds])
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--broker",
+                "redis-cluster",
+                "--redis-nodes",
+                seeds,
+            ])
             .args(extra)
-            .env("RUST_LOG", std::env::var("SHARDCAST_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("SHARDCAST_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn shardcast");
         let inst = Instance { addr, child };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok((200, _)) = tokio::time::timeout(Duration::from_secs(2), inst.get("/readyz")).await {
+            if let Ok((200, _)) =
+                tokio::time::timeout(Duration::from_secs(2), inst.get("/readyz")).await
+            {
                 return inst;
             }
-            assert!(Instant::now() < deadline, "shardcast at {addr} never became ready");
+            assert!(
+                Instant::now() < deadline,
+                "shardcast at {addr} never became ready"
+            );
             sleep(Duration::from_millis(100)).await;
         }
     }
@@ -526,7 +629,11 @@ impl Instance {
                     .map(|(k, n)| {
                         let chs = n["channels"]
                             .as_array()
-                            .map(|a| a.iter().filter_map(|c| c.as_str().map(String::from)).collect())
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(|c| c.as_str().map(String::from))
+                                    .collect()
+                            })
                             .unwrap_or_default();
                         (k.clone(), chs)
                     })

@@ -87,7 +87,13 @@ impl Load {
 
     /// A publisher on `instance` cycling over `channels`, one publish every `every`,
     /// each awaiting its ack (errors are recorded as not acknowledged).
-    pub async fn publisher(&mut self, instance: SocketAddr, name: &str, channels: Vec<String>, every: Duration) {
+    pub async fn publisher(
+        &mut self,
+        instance: SocketAddr,
+        name: &str,
+        channels: Vec<String>,
+        every: Duration,
+    ) {
         let mut c = Client::connect(&format!("ws://{instance}/ws?user={name}")).await;
         let stop = self.stop.clone();
         let pname = name.to_string();
@@ -99,7 +105,10 @@ impl Load {
                 tick.tick().await;
                 let ch = &channels[seq as usize % channels.len()];
                 let r = c
-                    .request(json!({"op":"publish","channel":ch,"data":{"p":pname,"n":seq}}), seq)
+                    .request(
+                        json!({"op":"publish","channel":ch,"data":{"p":pname,"n":seq}}),
+                        seq,
+                    )
                     .await;
                 if r["op"] == "ok" {
                     acked.push(Acked {
