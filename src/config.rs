@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::history::Retention;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BrokerKind {
     /// In-process broker: one node, no Redis.
@@ -97,6 +99,12 @@ pub struct Config {
     #[arg(long, env = "SHARDCAST_DRAIN_TIMEOUT", value_parser = duration, default_value = "5s")]
     pub drain_timeout: Duration,
 
+    /// History per channel namespace, NAMESPACE:MAX_LEN:TTL (repeatable or comma
+    /// separated), e.g. `chat:1000:300s`: channels `chat:*` keep their last 1000
+    /// publications for up to 300 s, with offsets and resume. Off elsewhere.
+    #[arg(long, env = "SHARDCAST_HISTORY", value_delimiter = ',')]
+    pub history: Vec<Retention>,
+
     /// Log format; the filter comes from RUST_LOG (default: info).
     #[arg(long, env = "SHARDCAST_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -118,6 +126,7 @@ impl Config {
             max_channels_per_connection: 128,
             outbound_queue_bytes: 1 << 20,
             drain_timeout: Duration::from_secs(5),
+            history: Vec::new(),
             log_format: LogFormat::Text,
         }
     }

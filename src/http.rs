@@ -14,9 +14,10 @@ use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
 use crate::channel::{Channel, UserId};
+use crate::history::MAX_PAGE;
 use crate::metrics::Metrics;
 use crate::node::Node;
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, MAX_IDEMPOTENCY_KEY_BYTES};
 use crate::session;
 use crate::shutdown::Shutdown;
 
@@ -140,6 +141,12 @@ pub fn routes(
         .into_response()
     });
 
+    let history_route = warp::path!("api" / "history")
+        .and(warp::get())
+        .and(with_node.clone())
+        .and(warp::query::<HistoryQuery>())
+        .and_then(history);
+
     let cluster = warp::path!("api" / "cluster")
         .and(warp::get())
         .and(with_node)
@@ -155,6 +162,8 @@ pub fn routes(
         .unify()
         .or(metrics)
         .unify()
+        .or(history_route)
+        .unify()
         .or(cluster)
         .unify()
         .recover(recover)
@@ -165,6 +174,8 @@ pub fn routes(
 struct PublishBody {
     channel: String,
     data: Box<RawValue>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
 }
 
 async fn publish(node: Arc<Node>, body: bytes::Bytes) -> Result<Response, Rejection> {
@@ -190,16 +201,89 @@ async fn publish(node: Arc<Node>, body: bytes::Bytes) -> Result<Response, Reject
     })?;
     let channel = Channel::parse(&parsed.channel)
         .map_err(|e| reject(ErrorCode::BadRequest, format!("invalid channel name: {e}")))?;
-    match node.publish(channel, parsed.data, None).await {
+    if let Some(key) = &parsed.idempotency_key
+        && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES)
+    {
+        return Err(reject(
+            ErrorCode::BadRequest,
+            format!("`idempotency_key` must be 1-{MAX_IDEMPOTENCY_KEY_BYTES} bytes"),
+        ));
+    }
+    match node
+        .publish(
+            channel,
+            parsed.data,
+            None,
+            parsed.idempotency_key.as_deref(),
+        )
+        .await
+    {
         Ok(ack) => {
             let mut body = json!({ "ok": true });
             if let Some(offset) = ack.offset {
                 body["offset"] = json!(offset);
             }
+            if let Some(epoch) = ack.epoch {
+                body["epoch"] = json!(epoch);
+            }
             Ok(warp::reply::json(&body).into_response())
         }
-        Err(e) => Err(reject(ErrorCode::Unavailable, e.to_string())),
+        Err(e) => Err(reject(e.code, e.message)),
     }
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    channel: String,
+    since: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/history?channel=C&since=N&limit=L`: publications after offset N.
+async fn history(node: Arc<Node>, q: HistoryQuery) -> Result<Response, Rejection> {
+    let reject = |code: ErrorCode, message: String| {
+        node.metrics.error(code);
+        warp::reject::custom(ApiError::from_code(code, message))
+    };
+    let channel = Channel::parse(&q.channel)
+        .map_err(|e| reject(ErrorCode::BadRequest, format!("invalid channel name: {e}")))?;
+    let Some(retention) = node.history.retention(&channel).cloned() else {
+        return Err(reject(
+            ErrorCode::NoHistory,
+            format!("channel `{channel}` keeps no history"),
+        ));
+    };
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(reject(
+            ErrorCode::BadRequest,
+            format!("`limit` must be 1-{MAX_PAGE}"),
+        ));
+    }
+    let page = node
+        .broker
+        .history(&channel, &retention, Some(q.since.unwrap_or(0)), limit)
+        .await
+        .map_err(|e| reject(ErrorCode::Unavailable, e.to_string()))?;
+    let publications: Vec<serde_json::Value> = page
+        .publications
+        .iter()
+        .map(|p| {
+            let mut v = json!({ "offset": p.offset, "data": p.data });
+            if let Some(from) = &p.from {
+                v["from"] = json!(from.as_str());
+            }
+            v
+        })
+        .collect();
+    Ok(warp::reply::json(&json!({
+        "channel": channel.as_str(),
+        "epoch": page.epoch,
+        "offset": page.top,
+        "complete": page.complete,
+        "publications": publications,
+    }))
+    .into_response())
 }
 
 /// Turns every rejection into a JSON error body.

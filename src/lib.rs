@@ -7,6 +7,7 @@
 //! * [`protocol`] client protocol v1: every frame a client may send or receive.
 //! * [`outbox`]   a connection's bounded outbound queue (the slow-consumer guard).
 //! * [`hub`]      this node's local subscribers per channel; serializes each message once.
+//! * [`history`]  offsets, epochs and retention per namespace; the in-memory store.
 //! * [`broker`]   the interface to the rest of the deployment, with the in-process
 //!   [`broker::memory`] broker and the Redis Cluster [`broker::cluster`] broker.
 //! * [`slot`], [`topology`] Redis Cluster hash slots and the slot map.
@@ -20,6 +21,7 @@
 pub mod broker;
 pub mod channel;
 pub mod config;
+pub mod history;
 pub mod http;
 pub mod hub;
 pub mod metrics;

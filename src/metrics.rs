@@ -50,6 +50,10 @@ pub struct Metrics {
     pub redis_dropped: Counter,
     pub redis_latency: Histogram,
     pub history_gap_fills: Counter,
+    pub history_lost: Counter,
+    pub history_duplicates_dropped: Counter,
+    pub history_unreplicated: Counter,
+    pub duplicates_dropped: Counter,
 }
 
 impl Metrics {
@@ -76,6 +80,10 @@ impl Metrics {
             redis_dropped: counter!("shardcast_redis_dropped_total"),
             redis_latency: histogram!("shardcast_redis_roundtrip_seconds"),
             history_gap_fills: counter!("shardcast_history_gap_fills_total"),
+            history_lost: counter!("shardcast_history_lost_total"),
+            history_duplicates_dropped: counter!("shardcast_history_duplicates_dropped_total"),
+            history_unreplicated: counter!("shardcast_history_unreplicated_total"),
+            duplicates_dropped: counter!("shardcast_duplicates_dropped_total"),
         }
     }
 

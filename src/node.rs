@@ -8,15 +8,19 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use serde_json::value::RawValue;
+use tokio::sync::mpsc;
 
 use crate::broker::{Broker, BrokerError, Publication, PublishAck};
 use crate::channel::{Channel, UserId};
 use crate::config::Config;
-use crate::hub::{Hub, SessionId};
+use crate::history::{HistoryPolicy, MAX_PAGE};
+use crate::hub::{GapRequest, Hub, SessionId};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
+use crate::protocol::{ErrorCode, FrameError, ServerFrame, Since, message_frame};
 use crate::shutdown::Shutdown;
 
 pub struct Node {
@@ -24,6 +28,7 @@ pub struct Node {
     pub hub: Arc<Hub>,
     pub broker: Broker,
     pub metrics: Metrics,
+    pub history: HistoryPolicy,
     next_session: AtomicU64,
 }
 
@@ -31,40 +36,123 @@ impl Node {
     pub async fn start(config: Config, shutdown: Shutdown) -> Result<Arc<Node>, BrokerError> {
         let metrics = Metrics::new();
         let hub = Arc::new(Hub::new(metrics.clone()));
-        let broker = Broker::start(&config, hub.clone(), metrics.clone(), shutdown).await?;
-        Ok(Arc::new(Node {
+        let broker = Broker::start(&config, hub.clone(), metrics.clone(), shutdown.clone()).await?;
+        let (gap_tx, gap_rx) = mpsc::unbounded_channel();
+        hub.set_gap_sink(gap_tx);
+        let node = Arc::new(Node {
+            history: HistoryPolicy::new(&config.history),
             config,
             hub,
             broker,
             metrics,
             next_session: AtomicU64::new(1),
-        }))
+        });
+        tokio::spawn(fill_gaps(Arc::downgrade(&node), gap_rx, shutdown));
+        Ok(node)
     }
 
     pub fn next_session_id(&self) -> SessionId {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Subscribes a local connection. Returns once the broker subscription is live.
+    /// Subscribes a local connection and queues its `ok` (when `id` is set) once the
+    /// broker subscription is live. On history channels the `ok` carries the
+    /// position, and with `since` the missed publications follow it, then live ones,
+    /// without gap or duplicate.
     pub async fn subscribe(
         &self,
         session: SessionId,
         outbox: &Outbox,
         channel: &Channel,
-    ) -> Result<(), BrokerError> {
-        let gate = self.hub.add(channel, session, outbox.clone());
-        let mut live = gate.lock().await;
-        if !*live {
-            if let Err(e) = self.broker.subscribe(channel).await {
-                drop(live);
-                // Undo the join; the entry may now be empty and must not linger.
-                if let Some(gate) = self.hub.remove(channel, session) {
-                    self.hub.forget_if_empty(channel, &gate);
-                }
+        since: Option<&Since>,
+        id: Option<u64>,
+    ) -> Result<(), FrameError> {
+        let unavailable =
+            |e: BrokerError| FrameError::new(id, ErrorCode::Unavailable, e.to_string());
+        let retention = self.history.retention(channel).cloned();
+        if since.is_some() && retention.is_none() {
+            return Err(FrameError::new(
+                id,
+                ErrorCode::NoHistory,
+                format!("channel `{channel}` keeps no history; subscribe without `since`"),
+            ));
+        }
+        let history = retention.is_some();
+        let gate = self
+            .hub
+            .add(channel, session, outbox.clone(), history, history);
+        let live = {
+            let mut live = gate.lock().await;
+            if !*live {
+                let r = self.broker.subscribe(channel).await;
+                *live = r.is_ok();
+                r
+            } else {
+                Ok(())
+            }
+        };
+        let leave = |e| {
+            if let Some(gate) = self.hub.remove(channel, session) {
+                self.hub.forget_if_empty(channel, &gate);
+            }
+            e
+        };
+        live.map_err(unavailable).map_err(leave)?;
+        let Some(retention) = retention else {
+            if let Some(id) = id {
+                outbox.push(ServerFrame::ok(id).to_bytes(), &self.metrics);
+            }
+            return Ok(());
+        };
+
+        let page = self
+            .broker
+            .history(channel, &retention, since.map(|s| s.offset), MAX_PAGE)
+            .await
+            .map_err(unavailable);
+        let page = match page {
+            Ok(p) => p,
+            Err(e) => {
+                // The broker subscription stays for the others; this one leaves.
+                self.unsubscribe(session, channel).await;
                 return Err(e);
             }
-            *live = true;
+        };
+        let (recovered, replay) = match since {
+            None => (None, Vec::new()),
+            Some(s) => {
+                let same_epoch = s.epoch == page.epoch || (s.offset == 0 && s.epoch.is_empty());
+                let missed = page.top.saturating_sub(s.offset) as usize;
+                let whole =
+                    page.complete && page.publications.len() == missed && s.offset <= page.top;
+                if same_epoch && whole {
+                    (Some(true), page.publications)
+                } else {
+                    (Some(false), Vec::new())
+                }
+            }
+        };
+        let mut frames = Vec::with_capacity(replay.len() + 1);
+        if let Some(id) = id {
+            frames.push(
+                ServerFrame::Ok {
+                    id,
+                    offset: Some(page.top),
+                    epoch: Some(&page.epoch),
+                    recovered,
+                }
+                .to_bytes(),
+            );
         }
+        for p in &replay {
+            frames.push(message_frame(
+                &p.channel,
+                &p.data,
+                p.from.as_ref().map(|u| u.as_str()),
+                p.offset,
+            ));
+        }
+        self.hub.release(channel, session, frames, page.top);
         Ok(())
     }
 
@@ -89,20 +177,68 @@ impl Node {
         channel: Channel,
         data: Box<RawValue>,
         from: Option<UserId>,
-    ) -> Result<PublishAck, BrokerError> {
-        self.metrics.messages_in.increment(1);
-        let result = self
-            .broker
-            .publish(Publication {
-                channel,
-                data,
-                from,
-                offset: None,
-            })
-            .await;
-        if result.is_err() {
-            self.metrics.broker_publish_errors.increment(1);
+        idempotency_key: Option<&str>,
+    ) -> Result<PublishAck, FrameError> {
+        let retention = self.history.retention(&channel);
+        if idempotency_key.is_some() && retention.is_none() {
+            return Err(FrameError::new(
+                None,
+                ErrorCode::NoHistory,
+                format!("`idempotency_key` needs a history channel; `{channel}` keeps none"),
+            ));
         }
-        result
+        self.metrics.messages_in.increment(1);
+        let publication = Publication {
+            channel,
+            data,
+            from,
+            offset: None,
+            epoch: None,
+            uid: 0,
+        };
+        self.broker
+            .publish(publication, retention, idempotency_key)
+            .await
+            .map_err(|e| {
+                self.metrics.broker_publish_errors.increment(1);
+                FrameError::new(None, ErrorCode::Unavailable, e.to_string())
+            })
+    }
+}
+
+/// Reads the history ranges the hub found missing and hands them back, in order.
+async fn fill_gaps(
+    node: std::sync::Weak<Node>,
+    mut requests: mpsc::UnboundedReceiver<GapRequest>,
+    mut shutdown: Shutdown,
+) {
+    loop {
+        let req = tokio::select! {
+            r = requests.recv() => match r { Some(r) => r, None => return },
+            _ = shutdown.recv() => return,
+        };
+        let Some(node) = node.upgrade() else { return };
+        let Some(retention) = node.history.retention(&req.channel).cloned() else {
+            node.hub.fill(&req.channel, Vec::new());
+            continue;
+        };
+        let mut found = Vec::new();
+        for attempt in 0..5u32 {
+            match node
+                .broker
+                .history(&req.channel, &retention, Some(req.after), MAX_PAGE)
+                .await
+            {
+                Ok(page) => {
+                    found = page.publications;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(channel = %req.channel, error = %e, attempt, "gap fill read failed");
+                    tokio::time::sleep(Duration::from_millis(200 * (attempt as u64 + 1))).await;
+                }
+            }
+        }
+        node.hub.fill(&req.channel, found);
     }
 }

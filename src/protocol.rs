@@ -190,11 +190,19 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
         "subscribe" => {
             let since = match env.since {
                 None => None,
-                Some(raw) => Some(serde_json::from_str::<Since>(raw.get()).map_err(|e| {
-                    bad(format!(
-                        "field `since` must be {{\"offset\":<u64>,\"epoch\":<string>}}: {e}"
-                    ))
-                })?),
+                Some(raw) => {
+                    let since = serde_json::from_str::<Since>(raw.get()).map_err(|e| {
+                        bad(format!(
+                            "field `since` must be {{\"offset\":<u64>,\"epoch\":<string>}}: {e}"
+                        ))
+                    })?;
+                    if since.epoch.len() > 64
+                        || !since.epoch.chars().all(|c| c.is_ascii_alphanumeric())
+                    {
+                        return Err(bad("`since.epoch` must be the epoch the server sent (up to 64 letters and digits)".into()));
+                    }
+                    Some(since)
+                }
             };
             Request::Subscribe {
                 channel: channel()?,

@@ -103,8 +103,8 @@ pub async fn serve(
     });
 
     let personal = Channel::personal(&user);
-    if let Err(e) = node.subscribe(id, &outbox, &personal).await {
-        tracing::warn!(user = %user, error = %e, "cannot subscribe personal channel; closing");
+    if let Err(e) = node.subscribe(id, &outbox, &personal, None, None).await {
+        tracing::warn!(user = %user, error = %e.message, "cannot subscribe personal channel; closing");
         closer.close(Some(close::TRY_AGAIN_LATER), "broker unavailable");
     }
 
@@ -258,12 +258,6 @@ impl Session {
                 self.send(ServerFrame::Pong { id }.to_bytes());
             }
             Request::Subscribe { channel, since } => {
-                if since.is_some() {
-                    return Err(err(
-                        ErrorCode::NoHistory,
-                        format!("channel `{channel}` keeps no history; subscribe without `since`"),
-                    ));
-                }
                 if let Some(owner) = channel.personal_owner()
                     && owner != self.user.as_str()
                 {
@@ -273,6 +267,14 @@ impl Session {
                     ));
                 }
                 if channel == self.personal || self.channels.contains(&channel) {
+                    if since.is_some() {
+                        return Err(err(
+                            ErrorCode::BadRequest,
+                            format!(
+                                "already subscribed to `{channel}`; unsubscribe before resuming with `since`"
+                            ),
+                        ));
+                    }
                     self.ack(id);
                     return Ok(());
                 }
@@ -284,11 +286,9 @@ impl Session {
                     ));
                 }
                 self.node
-                    .subscribe(self.id, &self.outbox, &channel)
-                    .await
-                    .map_err(|e| err(ErrorCode::Unavailable, e.to_string()))?;
+                    .subscribe(self.id, &self.outbox, &channel, since.as_ref(), id)
+                    .await?;
                 self.channels.insert(channel);
-                self.ack(id);
             }
             Request::Unsubscribe { channel } => {
                 if channel == self.personal {
@@ -309,13 +309,26 @@ impl Session {
             Request::Publish {
                 channel,
                 data,
-                idempotency_key: _,
+                idempotency_key,
             } => {
-                self.node
-                    .publish(channel, data, Some(self.user.clone()))
-                    .await
-                    .map_err(|e| err(ErrorCode::Unavailable, e.to_string()))?;
-                self.ack(id);
+                let ack = self
+                    .node
+                    .publish(
+                        channel,
+                        data,
+                        Some(self.user.clone()),
+                        idempotency_key.as_deref(),
+                    )
+                    .await?;
+                if let Some(id) = id {
+                    let frame = ServerFrame::Ok {
+                        id,
+                        offset: ack.offset,
+                        epoch: ack.epoch.as_deref(),
+                        recovered: None,
+                    };
+                    self.send(frame.to_bytes());
+                }
             }
         }
         Ok(())

@@ -51,3 +51,39 @@ mod tests {
         assert_eq!(hash_tag("é{ü}".as_bytes()), "ü".as_bytes());
     }
 }
+
+/// A short hash tag for every slot: `slot_tag(s)` hashes to slot `s`. Keys named
+/// `prefix:{<slot_tag(slot(channel))>}:...` live in the channel's own slot for every
+/// legal channel name, also names like `}{` whose own text cannot serve as a tag.
+pub fn slot_tag(slot: u16) -> &'static str {
+    static TAGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let tags = TAGS.get_or_init(|| {
+        let mut tags = vec![String::new(); SLOTS as usize];
+        let mut missing = SLOTS as usize;
+        let mut n: u64 = 0;
+        while missing > 0 {
+            let candidate = format!("{n:x}");
+            let s = key_slot(candidate.as_bytes()) as usize;
+            if tags[s].is_empty() {
+                tags[s] = candidate;
+                missing -= 1;
+            }
+            n += 1;
+        }
+        tags
+    });
+    &tags[(slot % SLOTS) as usize]
+}
+
+#[cfg(test)]
+mod tag_tests {
+    use super::*;
+
+    #[test]
+    fn every_slot_has_a_tag_that_hashes_to_it() {
+        for slot in 0..SLOTS {
+            let key = format!("shardcast:{{{}}}:x", slot_tag(slot));
+            assert_eq!(key_slot(key.as_bytes()), slot);
+        }
+    }
+}

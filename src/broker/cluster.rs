@@ -23,15 +23,18 @@ use serde_json::json;
 use tokio::sync::{Notify, OnceCell, mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::streams;
 use super::subscriber::{self, NodeCmd};
 use super::{BrokerError, Publication, PublishAck};
 use crate::channel::Channel;
 use crate::config::{Config, SubscribeFrom};
+use crate::history::{HistoryPage, IDEMPOTENCY_WINDOW, Retention, new_epoch};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::slot::key_slot;
 use crate::topology::{NodeAddr, SlotMap, parse_cluster_shards, parse_cluster_slots};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 
 /// Longest wait for Redis to confirm a subscription before the client gets `unavailable`.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -42,6 +45,8 @@ const MIN_REFRESH_GAP: Duration = Duration::from_millis(100);
 /// Retry delay while some wanted channel cannot be placed (no owner, node down).
 const RETRY: Duration = Duration::from_millis(250);
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a history publish waits for a replica to confirm it.
+const REPLICA_WAIT: Duration = Duration::from_millis(500);
 
 struct NodeState {
     tx: mpsc::UnboundedSender<NodeCmd>,
@@ -65,6 +70,8 @@ struct State {
     full: bool,
     /// Channels that were live and got lost; their next SSUBSCRIBE counts as a resubscribe.
     lost: HashSet<Channel>,
+    /// Resubscribed after a loss: once confirmed, the hub checks history for a gap.
+    regained: HashSet<Channel>,
     nodes: HashMap<NodeAddr, NodeState>,
     waiters: HashMap<Channel, Vec<oneshot::Sender<()>>>,
 }
@@ -189,31 +196,141 @@ impl ClusterBroker {
         self.inner.kick.notify_one();
     }
 
-    pub async fn publish(&self, p: Publication) -> Result<PublishAck, BrokerError> {
+    pub async fn publish(
+        &self,
+        p: Publication,
+        retention: Option<&Retention>,
+        idempotency_key: Option<&str>,
+    ) -> Result<PublishAck, BrokerError> {
+        let mut conn = self.inner.publisher().await?;
+        let started = Instant::now();
+        let result = match retention {
+            None => self.publish_plain(&mut conn, &p).await,
+            Some(r) => self.publish_stored(&mut conn, &p, r, idempotency_key).await,
+        };
+        self.inner
+            .metrics
+            .redis_latency
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn publish_plain(
+        &self,
+        conn: &mut ClusterConnection,
+        p: &Publication,
+    ) -> Result<PublishAck, BrokerError> {
         #[derive(Serialize)]
         struct Wire<'a> {
             d: &'a serde_json::value::RawValue,
             #[serde(skip_serializing_if = "Option::is_none")]
             f: Option<&'a str>,
+            u: u64,
         }
         let payload = serde_json::to_vec(&Wire {
             d: &p.data,
             f: p.from.as_ref().map(|u| u.as_str()),
+            // Never 0, which means "no id".
+            u: rand::random::<u64>() | 1,
         })
         .map_err(|e| BrokerError::Rejected(e.to_string()))?;
-        let mut conn = self.inner.publisher().await?;
-        let started = Instant::now();
-        let r: redis::RedisResult<i64> = redis::cmd("SPUBLISH")
+        redis::cmd("SPUBLISH")
             .arg(p.channel.as_str())
             .arg(payload)
-            .query_async(&mut conn)
-            .await;
-        self.inner
-            .metrics
-            .redis_latency
-            .record(started.elapsed().as_secs_f64());
-        r.map(|_| PublishAck::default())
+            .query_async::<i64>(conn)
+            .await
+            .map(|_| PublishAck::default())
             .map_err(|e| BrokerError::Unavailable(format!("SPUBLISH failed: {e}")))
+    }
+
+    /// Appends to the channel's stream and SPUBLISHes in one script on the slot's
+    /// primary, then waits (briefly) for a replica to have it, so that an
+    /// acknowledged publication survives a failover.
+    async fn publish_stored(
+        &self,
+        conn: &mut ClusterConnection,
+        p: &Publication,
+        retention: &Retention,
+        idempotency_key: Option<&str>,
+    ) -> Result<PublishAck, BrokerError> {
+        let keys = streams::Keys::of(&p.channel);
+        let mut inv = streams::PUBLISH.key(&keys.stream);
+        inv.key(&keys.meta);
+        if let Some(k) = idempotency_key {
+            inv.key(keys.idempotency(k));
+        }
+        inv.arg(p.channel.as_str())
+            .arg(p.data.get())
+            .arg(streams::from_fragment(p.from.as_ref()))
+            .arg(retention.max_len)
+            .arg(retention.ttl.as_millis() as u64)
+            .arg(new_epoch())
+            .arg(IDEMPOTENCY_WINDOW.as_millis() as u64);
+        let (offset, epoch, _repeated): (u64, String, i64) = inv
+            .invoke_async(conn)
+            .await
+            .map_err(|e| BrokerError::Unavailable(format!("history publish failed: {e}")))?;
+        let slot = key_slot(p.channel.as_str().as_bytes());
+        let has_replica = self
+            .inner
+            .map()
+            .and_then(|m| m.shard_of(slot).map(|s| !s.replicas.is_empty()))
+            .unwrap_or(false);
+        if has_replica {
+            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+                slot,
+                SlotAddr::Master,
+            )));
+            let mut wait = redis::cmd("WAIT");
+            wait.arg(1).arg(REPLICA_WAIT.as_millis() as u64);
+            match conn.route_command(wait, route).await {
+                Ok(redis::Value::Int(n)) if n >= 1 => {}
+                Ok(_) => self.inner.metrics.history_unreplicated.increment(1),
+                Err(e) => {
+                    return Err(BrokerError::Unavailable(format!(
+                        "stored, but replication could not be confirmed: {e}"
+                    )));
+                }
+            }
+        }
+        Ok(PublishAck {
+            offset: Some(offset),
+            epoch: Some(epoch),
+        })
+    }
+
+    pub async fn history(
+        &self,
+        channel: &Channel,
+        retention: &Retention,
+        since: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, BrokerError> {
+        let mut conn = self.inner.publisher().await?;
+        let keys = streams::Keys::of(channel);
+        let (epoch, top, payloads): (String, u64, Vec<Vec<u8>>) = streams::READ
+            .key(&keys.stream)
+            .key(&keys.meta)
+            .arg(since.map(|s| s.to_string()).unwrap_or_default())
+            .arg(limit.max(1))
+            .arg(retention.ttl.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| BrokerError::Unavailable(format!("history read failed: {e}")))?;
+        let publications: Vec<Publication> = payloads
+            .iter()
+            .filter_map(|p| streams::decode(channel, p))
+            .collect();
+        let complete = match since {
+            None => true,
+            Some(s) => s >= top || publications.first().and_then(|p| p.offset) == Some(s + 1),
+        };
+        Ok(HistoryPage {
+            epoch,
+            top,
+            publications,
+            complete,
+        })
     }
 
     pub fn is_ready(&self) -> bool {
@@ -382,6 +499,10 @@ impl Inner {
             for w in waiters {
                 let _ = w.send(());
             }
+        }
+        if st.regained.remove(ch) {
+            // Publications may have been missed while it was lost.
+            self.hub.check_gap(ch);
         }
         if !st.desired.contains(ch) {
             // Unsubscribed while the SSUBSCRIBE was in flight.
@@ -631,6 +752,7 @@ fn pass(inner: &Arc<Inner>, periodic: bool) -> bool {
                     node.pending_sub.insert(ch.clone());
                     if st.lost.remove(ch) {
                         resubscribed += 1;
+                        st.regained.insert(ch.clone());
                     }
                 }
                 issued += batch.len() as u64;

@@ -16,6 +16,7 @@
 pub mod cluster;
 pub mod memory;
 mod resp;
+mod streams;
 mod subscriber;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use thiserror::Error;
 
 use crate::channel::{Channel, UserId};
 use crate::config::{BrokerKind, Config};
+use crate::history::{HistoryPage, Retention};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -38,12 +40,19 @@ pub struct Publication {
     pub from: Option<UserId>,
     /// Position in the channel's history, on history channels.
     pub offset: Option<u64>,
+    /// The history epoch the offset belongs to.
+    pub epoch: Option<Arc<str>>,
+    /// Random id of a plain publication that crossed Redis (0: none), so that a
+    /// publish Redis executed twice (a client-side retry after a timeout) is
+    /// delivered once.
+    pub uid: u64,
 }
 
 /// What the broker says once it accepted a publication.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PublishAck {
     pub offset: Option<u64>,
+    pub epoch: Option<String>,
 }
 
 #[derive(Debug, Error)]
@@ -94,10 +103,33 @@ impl Broker {
         }
     }
 
-    pub async fn publish(&self, publication: Publication) -> Result<PublishAck, BrokerError> {
+    /// Publishes. On a history channel (`retention` set) the publication is stored
+    /// and gets its offset atomically with the fan-out; `idempotency_key` makes a
+    /// retried publish stored (and delivered) once within the window.
+    pub async fn publish(
+        &self,
+        publication: Publication,
+        retention: Option<&Retention>,
+        idempotency_key: Option<&str>,
+    ) -> Result<PublishAck, BrokerError> {
         match self {
-            Broker::Memory(b) => b.publish(publication).await,
-            Broker::Cluster(b) => b.publish(publication).await,
+            Broker::Memory(b) => b.publish(publication, retention, idempotency_key).await,
+            Broker::Cluster(b) => b.publish(publication, retention, idempotency_key).await,
+        }
+    }
+
+    /// A history channel's publications after offset `since` (none when `since` is
+    /// `None`: only the current position), at most `limit`.
+    pub async fn history(
+        &self,
+        channel: &Channel,
+        retention: &Retention,
+        since: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, BrokerError> {
+        match self {
+            Broker::Memory(b) => Ok(b.history(channel, retention, since, limit)),
+            Broker::Cluster(b) => b.history(channel, retention, since, limit).await,
         }
     }
 

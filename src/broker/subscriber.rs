@@ -19,10 +19,9 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 
-use super::Publication;
 use super::cluster::Inner;
 use super::resp::{Frame, decode, encode};
-use crate::channel::{Channel, UserId};
+use crate::channel::Channel;
 use crate::topology::NodeAddr;
 
 /// A batch for one node; every channel of a batch hashes to the same slot.
@@ -61,6 +60,10 @@ pub struct WirePublication<'a> {
     pub f: Option<&'a str>,
     #[serde(default)]
     pub o: Option<u64>,
+    #[serde(default)]
+    pub e: Option<&'a str>,
+    #[serde(default)]
+    pub u: Option<u64>,
 }
 
 pub async fn run(inner: Arc<Inner>, addr: NodeAddr, mut rx: mpsc::UnboundedReceiver<NodeCmd>) {
@@ -297,16 +300,10 @@ fn deliver(inner: &Arc<Inner>, channel: &[u8], payload: &[u8]) {
         inner.metrics.redis_dropped.increment(1);
         return;
     };
-    let Ok(wire) = serde_json::from_slice::<WirePublication<'_>>(payload) else {
+    let Some(publication) = super::streams::decode(&channel, payload) else {
         // Someone else SPUBLISHed to our channel with a foreign format.
         inner.metrics.redis_dropped.increment(1);
         return;
     };
-    let from = wire.f.and_then(|f| UserId::parse(f).ok());
-    inner.hub.deliver(&Publication {
-        channel,
-        data: wire.d.to_owned(),
-        from,
-        offset: wire.o,
-    });
+    inner.hub.deliver(&publication);
 }

@@ -163,6 +163,8 @@ pub struct Outcome {
     pub out_of_order: usize,
     /// Acknowledged at or after `after` and not delivered.
     pub lost_after: usize,
+    /// A few out-of-order pairs, for the failure message.
+    pub disorder: Vec<String>,
 }
 
 impl Report {
@@ -182,23 +184,35 @@ impl Report {
                     o.expected += 1;
                     let list = seen.get(&(publisher.as_str(), a.channel.as_str()));
                     let count = list.map_or(0, |l| l.iter().filter(|n| **n == a.seq).count());
-                    match count {
-                        0 => {
-                            o.lost += 1;
-                            if after.is_some_and(|t| a.at >= t) {
-                                o.lost_after += 1;
-                            }
+                    if count == 0 {
+                        o.lost += 1;
+                        if after.is_some_and(|t| a.at >= t) {
+                            o.lost_after += 1;
                         }
-                        1 => o.delivered += 1,
-                        n => {
-                            o.delivered += 1;
-                            o.duplicated += n - 1;
-                        }
+                    } else {
+                        o.delivered += 1;
                     }
                 }
             }
+            // Duplicates and order over everything received on wanted channels,
+            // acknowledged or not (a publish that timed out must not arrive twice either).
+            seen.retain(|(_, channel), _| wants(sub, channel));
             for list in seen.values() {
-                o.out_of_order += list.windows(2).filter(|w| w[1] <= w[0]).count();
+                let mut unique = list.clone();
+                unique.sort_unstable();
+                unique.dedup();
+                o.duplicated += list.len() - unique.len();
+            }
+            for ((publisher, channel), list) in &seen {
+                for w in list.windows(2).filter(|w| w[1] < w[0]) {
+                    o.out_of_order += 1;
+                    if o.disorder.len() < 5 {
+                        o.disorder.push(format!(
+                            "{sub}: {publisher} on {channel}: {} after {}",
+                            w[1], w[0]
+                        ));
+                    }
+                }
             }
         }
         o
