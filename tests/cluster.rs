@@ -501,7 +501,7 @@ async fn a_paused_node_stalls_only_its_own_shard_and_recovers_after_unpause() {
         .received
         .values()
         .flatten()
-        .filter(|(ch, _, _, at)| flowing.contains(ch) && *at > paused_at && *at < unpaused_at)
+        .filter(|d| flowing.contains(&d.channel) && d.at > paused_at && d.at < unpaused_at)
         .count();
     println!("pause: {during} deliveries on other shards while paused");
     assert!(

@@ -27,9 +27,19 @@ pub struct Publisher {
     task: JoinHandle<Vec<Acked>>,
 }
 
+/// One message as a subscriber received it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub channel: String,
+    pub publisher: String,
+    pub seq: u64,
+    pub offset: Option<u64>,
+    pub at: Instant,
+}
+
 pub struct Subscriber {
     pub name: String,
-    task: JoinHandle<Vec<(String, String, u64, Instant)>>,
+    task: JoinHandle<Vec<Delivery>>,
 }
 
 pub struct Load {
@@ -65,12 +75,13 @@ impl Load {
                     Duration::from_millis(200)
                 };
                 match c.next_event(wait).await {
-                    Some(Received::Frame(f)) if f["op"] == "message" => got.push((
-                        f["channel"].as_str().unwrap_or_default().to_string(),
-                        f["data"]["p"].as_str().unwrap_or_default().to_string(),
-                        f["data"]["n"].as_u64().unwrap_or(u64::MAX),
-                        Instant::now(),
-                    )),
+                    Some(Received::Frame(f)) if f["op"] == "message" => got.push(Delivery {
+                        channel: f["channel"].as_str().unwrap_or_default().to_string(),
+                        publisher: f["data"]["p"].as_str().unwrap_or_default().to_string(),
+                        seq: f["data"]["n"].as_u64().unwrap_or(u64::MAX),
+                        offset: f["offset"].as_u64(),
+                        at: Instant::now(),
+                    }),
                     Some(Received::Frame(_)) => {}
                     Some(Received::Closed(code)) => panic!("subscriber closed: {code:?}"),
                     None if stop.load(Ordering::Relaxed) => break,
@@ -150,8 +161,8 @@ impl Default for Load {
 
 pub struct Report {
     pub acked: HashMap<String, Vec<Acked>>,
-    /// subscriber -> (channel, publisher, seq, when)
-    pub received: BTreeMap<String, Vec<(String, String, u64, Instant)>>,
+    /// subscriber -> what it received, in arrival order
+    pub received: BTreeMap<String, Vec<Delivery>>,
 }
 
 #[derive(Debug, Default)]
@@ -165,6 +176,8 @@ pub struct Outcome {
     pub lost_after: usize,
     /// A few out-of-order pairs, for the failure message.
     pub disorder: Vec<String>,
+    /// History channels: places where a subscriber's offsets did not go up by one.
+    pub offset_gaps: usize,
 }
 
 impl Report {
@@ -176,8 +189,27 @@ impl Report {
         for (sub, got) in &self.received {
             // (publisher, channel) -> seqs in arrival order
             let mut seen: HashMap<(&str, &str), Vec<u64>> = HashMap::new();
-            for (ch, p, n, _) in got {
-                seen.entry((p.as_str(), ch.as_str())).or_default().push(*n);
+            let mut offsets: HashMap<&str, Vec<u64>> = HashMap::new();
+            for d in got {
+                seen.entry((d.publisher.as_str(), d.channel.as_str()))
+                    .or_default()
+                    .push(d.seq);
+                if let Some(o) = d.offset
+                    && wants(sub, &d.channel)
+                {
+                    offsets.entry(d.channel.as_str()).or_default().push(o);
+                }
+            }
+            for (channel, list) in &offsets {
+                for w in list.windows(2).filter(|w| w[1] != w[0] + 1) {
+                    o.offset_gaps += 1;
+                    if o.disorder.len() < 5 {
+                        o.disorder.push(format!(
+                            "{sub}: offsets on {channel}: {} after {}",
+                            w[1], w[0]
+                        ));
+                    }
+                }
             }
             for (publisher, acks) in &self.acked {
                 for a in acks.iter().filter(|a| wants(sub, &a.channel)) {
@@ -223,8 +255,8 @@ impl Report {
         self.received
             .values()
             .flatten()
-            .filter(|(_, _, _, at)| *at > t)
-            .map(|(_, _, _, at)| *at)
+            .filter(|d| d.at > t)
+            .map(|d| d.at)
             .min()
     }
 }

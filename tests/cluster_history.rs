@@ -1,0 +1,235 @@
+//! History channels on a real Redis Cluster: offsets, resume, and zero loss through
+//! slot migration and failover, side by side with plain channels that show the
+//! loss history closes.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::json;
+use support::cluster::{Instance, RedisCluster};
+use support::load::Load;
+use tokio::time::{Instant, sleep};
+
+const HISTORY: &[&str] = &["--history", "h:100000:600s"];
+
+fn channels_on(cluster: &RedisCluster, port: u16, prefix: &str, n: usize) -> Vec<String> {
+    let owners = cluster.slot_owners(port);
+    (0..)
+        .map(|i| format!("{prefix}:{i}"))
+        .filter(|c| owners.get(&shardcast::slot::key_slot(c.as_bytes())) == Some(&port))
+        .take(n)
+        .collect()
+}
+
+async fn wait_on_owners(cluster: &RedisCluster, inst: &Instance, channels: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let held = inst.held().await;
+        let ok = channels.iter().all(|ch| match cluster.try_owner_of(ch) {
+            Some(p) => held
+                .get(&format!("127.0.0.1:{p}"))
+                .is_some_and(|c| c.contains(ch)),
+            None => false,
+        });
+        if ok {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "subscriptions did not follow the owners: {held:?}"
+        );
+        sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_channels_lose_nothing_through_slot_migration_plain_ones_do() {
+    let cluster = RedisCluster::start(3, 1).await;
+    let seeds = cluster.seeds();
+    let a = Instance::start(&seeds, HISTORY).await;
+    let b = Instance::start(&seeds, HISTORY).await;
+    let prim = cluster.primaries();
+    let hist = channels_on(&cluster, prim[0], "h:mig", 6);
+    let plain = channels_on(&cluster, prim[0], "p:mig", 6);
+    let mut load = Load::new();
+    load.subscriber(b.addr, "s", &[hist.clone(), plain.clone()].concat())
+        .await;
+    load.publisher(a.addr, "ph", hist.clone(), Duration::from_millis(4))
+        .await;
+    load.publisher(a.addr, "pp", plain.clone(), Duration::from_millis(4))
+        .await;
+    sleep(Duration::from_secs(1)).await;
+    let slots: BTreeSet<u16> = hist
+        .iter()
+        .chain(&plain)
+        .map(|c| shardcast::slot::key_slot(c.as_bytes()))
+        .collect();
+    for s in slots {
+        cluster.move_slot(s, prim[1]).await;
+    }
+    cluster.wait_agree().await;
+    wait_on_owners(&cluster, &b, &[hist.clone(), plain.clone()].concat()).await;
+    sleep(Duration::from_secs(2)).await;
+    let report = load.finish().await;
+    let h = report.outcome(|_, c| c.starts_with("h:"), None);
+    let p = report.outcome(|_, c| c.starts_with("p:"), None);
+    println!("slot migration: history {h:?}\nslot migration: plain {p:?}");
+    assert!(h.expected > 300, "{h:?}");
+    assert_eq!(
+        (h.lost, h.duplicated, h.out_of_order, h.offset_gaps),
+        (0, 0, 0, 0),
+        "history channels: {h:?}"
+    );
+    assert_eq!(
+        (p.duplicated, p.out_of_order),
+        (0, 0),
+        "plain channels: {p:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_channels_lose_nothing_through_failover_plain_ones_do() {
+    let mut cluster = RedisCluster::start(3, 1).await;
+    let seeds = cluster.seeds();
+    let a = Instance::start(&seeds, HISTORY).await;
+    let b = Instance::start(&seeds, HISTORY).await;
+    let victim = cluster.primaries()[1];
+    let hist = channels_on(&cluster, victim, "h:fo", 6);
+    let plain = channels_on(&cluster, victim, "p:fo", 6);
+    let mut load = Load::new();
+    load.subscriber(b.addr, "s", &[hist.clone(), plain.clone()].concat())
+        .await;
+    load.publisher(a.addr, "ph", hist.clone(), Duration::from_millis(4))
+        .await;
+    load.publisher(a.addr, "pp", plain.clone(), Duration::from_millis(4))
+        .await;
+    sleep(Duration::from_secs(1)).await;
+    let killed = Instant::now();
+    cluster.kill(victim).await;
+    cluster.wait_replaced(victim).await;
+    wait_on_owners(&cluster, &b, &[hist.clone(), plain.clone()].concat()).await;
+    let resubscribed = killed.elapsed();
+    sleep(Duration::from_secs(2)).await;
+    let report = load.finish().await;
+    let h = report.outcome(|_, c| c.starts_with("h:"), None);
+    let p = report.outcome(|_, c| c.starts_with("p:"), None);
+    println!(
+        "failover: resubscribed after {resubscribed:?}\nfailover: history {h:?}\nfailover: plain {p:?}"
+    );
+    assert!(h.expected > 150, "{h:?}");
+    assert_eq!(
+        (h.lost, h.duplicated, h.out_of_order, h.offset_gaps),
+        (0, 0, 0, 0),
+        "history channels: {h:?}"
+    );
+    assert_eq!(
+        (p.duplicated, p.out_of_order),
+        (0, 0),
+        "plain channels: {p:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_stay_gapless_with_concurrent_publishers_on_several_instances() {
+    let cluster = RedisCluster::start(3, 0).await;
+    let seeds = cluster.seeds();
+    let instances = [
+        Instance::start(&seeds, HISTORY).await,
+        Instance::start(&seeds, HISTORY).await,
+        Instance::start(&seeds, HISTORY).await,
+    ];
+    let channels = vec!["h:shared".to_string()];
+    let mut load = Load::new();
+    for (i, inst) in instances.iter().enumerate() {
+        load.subscriber(inst.addr, &format!("s{i}"), &channels)
+            .await;
+    }
+    for (i, inst) in instances.iter().enumerate() {
+        load.publisher(
+            inst.addr,
+            &format!("p{i}"),
+            channels.clone(),
+            Duration::from_millis(3),
+        )
+        .await;
+    }
+    sleep(Duration::from_secs(3)).await;
+    let report = load.finish().await;
+    let o = report.outcome(|_, _| true, None);
+    println!("concurrent publishers: {o:?}");
+    assert_eq!((o.lost, o.duplicated, o.offset_gaps), (0, 0, 0), "{o:?}");
+    // Every subscriber saw offsets 1..=N, N being the number of acknowledged publishes.
+    let acked: usize = report.acked.values().map(Vec::len).sum();
+    for (sub, got) in &report.received {
+        let offsets: Vec<u64> = got.iter().filter_map(|d| d.offset).collect();
+        assert_eq!(offsets, (1..=acked as u64).collect::<Vec<_>>(), "{sub}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_reconnect_and_idempotent_publish_on_the_cluster() {
+    let cluster = RedisCluster::start(3, 1).await;
+    let seeds = cluster.seeds();
+    let a = Instance::start(&seeds, HISTORY).await;
+    let b = Instance::start(&seeds, HISTORY).await;
+    let mut p = a.client("p").await;
+    let mut s = b.client("s").await;
+    let ok = s.subscribe("h:{room}:1", 1).await;
+    assert_eq!(ok["offset"], 0);
+    for i in 0..10 {
+        assert_eq!(p.publish("h:{room}:1", json!(i), 100 + i).await["op"], "ok");
+    }
+    let mut last = 0;
+    for _ in 0..10 {
+        last = s.next_message().await["offset"].as_u64().unwrap();
+    }
+    let epoch = b.client("probe").await.subscribe("h:{room}:1", 2).await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(s);
+    for i in 10..110 {
+        assert_eq!(p.publish("h:{room}:1", json!(i), 100 + i).await["op"], "ok");
+    }
+    // Reconnect to the other instance, resume from the last offset seen.
+    let mut s = a.client("s").await;
+    let ok = s
+        .request(
+            json!({"op":"subscribe","channel":"h:{room}:1","since":{"offset":last,"epoch":epoch}}),
+            3,
+        )
+        .await;
+    assert_eq!(
+        (ok["recovered"].as_bool(), ok["offset"].as_u64()),
+        (Some(true), Some(110)),
+        "{ok}"
+    );
+    for want in 11..=110u64 {
+        let m = s.next_message().await;
+        assert_eq!(
+            (m["offset"].as_u64(), m["data"].as_u64()),
+            (Some(want), Some(want - 1))
+        );
+    }
+    // Idempotent publish retried through both instances: stored once.
+    let mut q = b.client("q").await;
+    let frame =
+        json!({"op":"publish","channel":"h:{room}:1","data":"once","idempotency_key":"abc"});
+    let r1 = p.request(frame.clone(), 500).await;
+    let r2 = q.request(frame, 501).await;
+    assert_eq!(
+        (r1["offset"].as_u64(), r2["offset"].as_u64()),
+        (Some(111), Some(111)),
+        "{r1} {r2}"
+    );
+    assert_eq!(s.next_message().await["data"], "once");
+    s.expect_silence(Duration::from_millis(500)).await;
+    let (status, body) = a
+        .get("/api/history?channel=h:%7Broom%7D:1&since=105&limit=100")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["publications"].as_array().map(Vec::len), Some(6), "{v}");
+}
