@@ -9,7 +9,10 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
-use warp::http::StatusCode;
+use warp::http::header::{
+    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
@@ -20,6 +23,63 @@ use crate::node::Node;
 use crate::protocol::{ErrorCode, MAX_IDEMPOTENCY_KEY_BYTES};
 use crate::session;
 use crate::shutdown::Shutdown;
+
+/// hyper's upgrade handle for this request, moved here by [`crate::server`] so that
+/// the `/ws` route (a warp filter) can take it: warp's own `ws()` filter does not let
+/// us size tungstenite's buffers, which dominate the memory of an idle connection.
+#[derive(Clone)]
+pub struct UpgradeSlot(Arc<std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>>);
+
+impl UpgradeSlot {
+    pub fn new(on_upgrade: hyper::upgrade::OnUpgrade) -> UpgradeSlot {
+        UpgradeSlot(Arc::new(std::sync::Mutex::new(Some(on_upgrade))))
+    }
+
+    fn take(&self) -> Option<hyper::upgrade::OnUpgrade> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+/// The `Sec-WebSocket-Key` of a valid upgrade request (RFC 6455 4.2.1).
+fn websocket_key(headers: &HeaderMap) -> Option<String> {
+    let has = |name, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if !has(CONNECTION, "upgrade") || !has(UPGRADE, "websocket") {
+        return None;
+    }
+    if headers
+        .get(SEC_WEBSOCKET_VERSION)
+        .and_then(|v| v.to_str().ok())
+        != Some("13")
+    {
+        return None;
+    }
+    headers
+        .get(SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
+}
+
+/// Small buffers: tungstenite's defaults (128 KiB to read, 128 KiB to write) cost
+/// ~140 KiB per idle connection. Reads grow as a frame needs; writes are batched by
+/// the session and flushed once per batch.
+fn websocket_config(node: &Node) -> tungstenite::protocol::WebSocketConfig {
+    let hard = node.config.hard_frame_limit();
+    tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(node.config.outbound_queue_bytes.max(hard) * 2)
+        .max_message_size(Some(hard))
+        .max_frame_size(Some(hard))
+}
+
+/// Bytes read from a client socket at a time (client frames are small requests).
+const READ_BUFFER_BYTES: usize = 1024;
 
 /// An API error, carried through warp's rejection system to [`recover`].
 #[derive(Debug)]
@@ -91,17 +151,57 @@ pub fn routes(
                 }),
             }
         })
-        .and(warp::ws())
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<UpgradeSlot>())
         .and(with_node.clone())
-        .map(move |user: UserId, ws: warp::ws::Ws, node: Arc<Node>| {
-            let shutdown = shutdown.clone();
-            let drain = drain.clone();
-            let hard = node.config.hard_frame_limit();
-            ws.max_message_size(hard)
-                .max_frame_size(hard)
-                .on_upgrade(move |socket| session::serve(socket, node, user, shutdown, drain))
-                .into_response()
-        });
+        .and_then(
+            move |user: UserId, headers: HeaderMap, slot: Option<UpgradeSlot>, node: Arc<Node>| {
+                let (shutdown, drain) = (shutdown.clone(), drain.clone());
+                async move {
+                    let key = websocket_key(&headers).ok_or_else(|| {
+                        warp::reject::custom(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "bad_request",
+                            "expected a WebSocket upgrade request (Upgrade: websocket, \
+                             Sec-WebSocket-Version: 13, Sec-WebSocket-Key)",
+                        ))
+                    })?;
+                    let on_upgrade = slot.and_then(|s| s.take()).ok_or_else(|| {
+                        warp::reject::custom(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "bad_request",
+                            "this connection cannot be upgraded",
+                        ))
+                    })?;
+                    tokio::spawn(async move {
+                        match on_upgrade.await {
+                            Ok(upgraded) => {
+                                let config = websocket_config(&node);
+                                let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                                    hyper_util::rt::TokioIo::new(upgraded),
+                                    tungstenite::protocol::Role::Server,
+                                    Some(config),
+                                )
+                                .await;
+                                session::serve(ws, node, user, shutdown, drain).await;
+                            }
+                            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+                        }
+                    });
+                    let mut res = Response::default();
+                    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                    let h = res.headers_mut();
+                    h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+                    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+                    if let Ok(v) = HeaderValue::from_str(
+                        &tungstenite::handshake::derive_accept_key(key.as_bytes()),
+                    ) {
+                        h.insert(SEC_WEBSOCKET_ACCEPT, v);
+                    }
+                    Ok::<Response, Rejection>(res)
+                }
+            },
+        );
 
     let publish = warp::path!("api" / "publish")
         .and(warp::post())

@@ -1,15 +1,24 @@
 //! `server::run`: the one entry point, used by `main` and by the tests alike.
+//!
+//! Connections are accepted here and served by hyper with warp's routes as the
+//! service. Doing the accept loop ourselves (rather than `warp::serve`) is what lets
+//! the `/ws` route perform the WebSocket upgrade with its own buffer sizes: each
+//! request's hyper upgrade handle is moved into a cloneable [`UpgradeSlot`] that the
+//! route can extract.
 
 use std::future::Future;
 use std::time::Duration;
 
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tower_service::Service;
 
 use crate::broker::BrokerError;
 use crate::config::Config;
-use crate::http;
+use crate::http::{self, UpgradeSlot};
 use crate::node::Node;
 use crate::shutdown;
 
@@ -32,30 +41,55 @@ pub async fn run(
     let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
 
     let routes = http::routes(node.clone(), shutdown.clone(), drain_tx);
-    let mut stop_accepting = shutdown.clone();
-    let server = tokio::spawn(
-        warp::serve(routes)
-            .incoming(listener)
-            .graceful(async move { stop_accepting.recv().await })
-            .run(),
-    );
+    let graceful = GracefulShutdown::new();
+    let mut signal = std::pin::pin!(signal);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::error!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
+            _ = &mut signal => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let warp_service = warp::service(routes.clone());
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                if let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>()
+                {
+                    req.extensions_mut().insert(UpgradeSlot::new(on_upgrade));
+                }
+                warp_service.clone().call(req)
+            });
+        let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection error");
+            }
+        });
+    }
+    drop(listener);
 
-    signal.await;
     tracing::info!("shutting down: closing connections with 1012");
     trigger.trigger();
-
-    // Every session holds a drain sender; the channel closes once all are gone
-    // (the routes' own sender goes with the server task).
+    drop(routes);
+    // Every session holds a drain sender; the channel closes once all are gone.
     let drained = tokio::time::timeout(drain_timeout, async {
-        let _ = server.await;
+        let _ = graceful.shutdown().await;
         while drain_rx.recv().await.is_some() {}
     })
     .await;
     if drained.is_err() {
         tracing::warn!(timeout = ?drain_timeout, "drain timed out; dropping remaining connections");
     }
-    // Give the broker's background tasks a moment to notice the shutdown.
-    tokio::time::sleep(Duration::from_millis(10)).await;
     drop(node);
     Ok(())
 }

@@ -14,9 +14,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout};
-use warp::ws::{Message, WebSocket};
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::Message;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::frame::Utf8Bytes;
+use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::channel::{Channel, UserId};
 use crate::hub::SessionId;
@@ -83,13 +88,15 @@ impl Liveness {
 
 /// Serves one upgraded connection until it ends. `_drain` is dropped when the
 /// session is fully finished, which is what a draining server waits for.
-pub async fn serve(
-    ws: WebSocket,
+pub async fn serve<S>(
+    ws: WebSocketStream<S>,
     node: Arc<Node>,
     user: UserId,
     shutdown: Shutdown,
     _drain: mpsc::Sender<()>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let metrics = node.metrics.clone();
     metrics.connections.increment(1.0);
     metrics.connections_total.increment(1);
@@ -108,14 +115,15 @@ pub async fn serve(
         closer.close(Some(close::TRY_AGAIN_LATER), "broker unavailable");
     }
 
-    let writer = tokio::spawn(write_loop(
+    let wl = write_loop(
         sink,
         outbox_rx,
         closer.clone(),
         close_rx.clone(),
         liveness.clone(),
         node.clone(),
-    ));
+    );
+    let writer = tokio::spawn(wl);
 
     let mut session = Session {
         id,
@@ -154,9 +162,9 @@ struct Session {
 }
 
 impl Session {
-    async fn read_loop(
+    async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
-        mut stream: SplitStream<WebSocket>,
+        mut stream: SplitStream<WebSocketStream<S>>,
         mut close_rx: watch::Receiver<Option<CloseReason>>,
         mut shutdown: Shutdown,
         liveness: &Liveness,
@@ -200,16 +208,17 @@ impl Session {
     }
 
     async fn on_message(&mut self, msg: Message) {
-        if msg.is_ping() || msg.is_pong() {
-            return;
-        }
-        let Ok(text) = msg.to_str() else {
-            self.refuse(FrameError::new(
-                None,
-                ErrorCode::BadRequest,
-                "binary frames are not supported; send JSON text frames",
-            ));
-            return;
+        let text = match &msg {
+            Message::Text(t) => t.as_str(),
+            Message::Binary(_) => {
+                self.refuse(FrameError::new(
+                    None,
+                    ErrorCode::BadRequest,
+                    "binary frames are not supported; send JSON text frames",
+                ));
+                return;
+            }
+            _ => return,
         };
         if text.len() > self.node.config.max_frame_bytes {
             let id = parse_client_frame(text).ok().and_then(|f| f.id);
@@ -335,16 +344,11 @@ impl Session {
     }
 }
 
-fn is_too_big(e: &warp::Error) -> bool {
-    use std::error::Error as _;
-    matches!(
-        e.source()
-            .and_then(|s| s.downcast_ref::<tungstenite::Error>()),
-        Some(tungstenite::Error::Capacity(_))
-    )
+fn is_too_big(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Capacity(_))
 }
 
-type Sink = SplitSink<WebSocket, Message>;
+type Sink<S> = SplitSink<WebSocketStream<S>, Message>;
 
 /// What woke the writer.
 enum Step {
@@ -355,8 +359,8 @@ enum Step {
     Frame(Option<Bytes>),
 }
 
-async fn write_loop(
-    mut sink: Sink,
+async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
+    mut sink: Sink<S>,
     mut rx: OutboxReceiver,
     closer: Closer,
     mut close_rx: watch::Receiver<Option<CloseReason>>,
@@ -401,7 +405,7 @@ async fn write_loop(
                     awaiting = Some((now, now + config.pong_timeout));
                 }
                 batch.clear();
-                let ping = Some(Message::ping(Bytes::new()));
+                let ping = Some(Message::Ping(Bytes::new()));
                 write_batch(
                     &mut sink,
                     &rx,
@@ -439,7 +443,11 @@ async fn write_loop(
 
     let _ = timeout(CLOSE_GRACE, async {
         if let Some(code) = reason.code {
-            let _ = sink.send(Message::close_with(code, reason.reason)).await;
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: Utf8Bytes::from_static(reason.reason),
+            };
+            let _ = sink.send(Message::Close(Some(frame))).await;
         }
         let _ = sink.close().await;
     })
@@ -449,8 +457,8 @@ async fn write_loop(
 /// Writes `batch` (and an optional control frame) with one flush. Gives up, without
 /// waiting for the socket, as soon as the connection is to be closed. Returns whether
 /// everything was written.
-async fn write_batch(
-    sink: &mut Sink,
+async fn write_batch<S: AsyncRead + AsyncWrite + Unpin>(
+    sink: &mut Sink<S>,
     rx: &OutboxReceiver,
     overflow: &OverflowSignal,
     batch: &mut Vec<Bytes>,
@@ -464,9 +472,11 @@ async fn write_batch(
             sink.feed(control).await?;
         }
         for frame in batch.drain(..) {
-            // Frames are JSON produced by serde_json, hence UTF-8.
-            let text = String::from_utf8_lossy(&frame).into_owned();
-            sink.feed(Message::text(text)).await?;
+            // Frames are JSON produced by serde_json, hence UTF-8; the shared bytes
+            // go to the socket without a copy.
+            let text = Utf8Bytes::try_from(frame.clone())
+                .unwrap_or_else(|_| Utf8Bytes::from(String::from_utf8_lossy(&frame).into_owned()));
+            sink.feed(Message::Text(text)).await?;
         }
         sink.flush().await
     };

@@ -58,13 +58,12 @@ async fn reconnecting_with_since_replays_what_was_missed_then_continues_live() {
     sub.subscribe("chat:room", 1).await;
     publish_n(&mut publisher, "chat:room", 0, 10).await;
     let mut last = None;
-    let mut epoch = None;
     for _ in 0..10 {
         let m = sub.next_message().await;
         last = m["offset"].as_u64();
     }
     let ok = server.client("probe").await.subscribe("chat:room", 9).await;
-    epoch = epoch.or(ok["epoch"].as_str().map(String::from));
+    let epoch = ok["epoch"].as_str().map(String::from);
     drop(sub);
 
     // 100 publications while the subscriber is away.
