@@ -51,12 +51,16 @@ struct Sequence {
     held: Vec<Publication>,
 }
 
-/// Ids of the latest plain publications of a channel, to drop a repeat.
+/// Ids of the latest plain publications of a channel, to drop a repeat. Allocated
+/// on the first publication that carries an id (never on the embedded broker).
 #[derive(Default)]
 struct Recent {
-    ids: [u64; 32],
+    ids: Vec<u64>,
     next: usize,
 }
+
+/// How many recent publication ids a channel remembers.
+const RECENT: usize = 32;
 
 impl Recent {
     /// Records `uid`; false if it was seen among the latest ones.
@@ -64,8 +68,12 @@ impl Recent {
         if self.ids.contains(&uid) {
             return false;
         }
-        self.ids[self.next] = uid;
-        self.next = (self.next + 1) % self.ids.len();
+        if self.ids.len() < RECENT {
+            self.ids.push(uid);
+        } else {
+            self.ids[self.next] = uid;
+            self.next = (self.next + 1) % RECENT;
+        }
         true
     }
 }

@@ -4,39 +4,52 @@
 //! marks the connection as a slow consumer instead, and the session closes it with
 //! [`crate::protocol::close::SLOW_CONSUMER`]. One slow reader therefore never delays
 //! the fan-out to anyone else, and its loss is counted rather than silent.
+//!
+//! A plain `VecDeque` behind a mutex rather than a channel: an idle connection's
+//! queue then holds no allocation at all (a channel preallocates a block of slots),
+//! and the writer takes a whole batch under one lock.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 
 struct Shared {
+    queue: Mutex<VecDeque<Bytes>>,
+    ready: Notify,
     queued: AtomicUsize,
     limit: usize,
     overflowed: AtomicBool,
     overflow: Notify,
 }
 
+impl Shared {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Bytes>> {
+        // Pushes and pops cannot leave the deque inconsistent.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The producer side, held by the hub (one clone per subscribed channel) and the session.
 #[derive(Clone)]
 pub struct Outbox {
-    tx: mpsc::UnboundedSender<Bytes>,
     shared: Arc<Shared>,
 }
 
 /// The consumer side, owned by the session's writer.
 pub struct OutboxReceiver {
-    rx: mpsc::UnboundedReceiver<Bytes>,
     shared: Arc<Shared>,
 }
 
 /// A queue holding at most `limit` bytes of frames.
 pub fn outbox(limit: usize) -> (Outbox, OutboxReceiver) {
-    let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
+        queue: Mutex::new(VecDeque::new()),
+        ready: Notify::new(),
         queued: AtomicUsize::new(0),
         limit,
         overflowed: AtomicBool::new(false),
@@ -44,16 +57,15 @@ pub fn outbox(limit: usize) -> (Outbox, OutboxReceiver) {
     });
     (
         Outbox {
-            tx,
             shared: shared.clone(),
         },
-        OutboxReceiver { rx, shared },
+        OutboxReceiver { shared },
     )
 }
 
 impl Outbox {
-    /// Queues a frame. Returns false when it was not queued: the connection overflowed
-    /// (now or earlier) or is gone. The first overflow is counted once per connection.
+    /// Queues a frame. Returns false when it was not queued because the connection
+    /// overflowed (now or earlier). The first overflow is counted once per connection.
     pub fn push(&self, frame: Bytes, metrics: &Metrics) -> bool {
         let s = &self.shared;
         if s.overflowed.load(Ordering::Relaxed) {
@@ -69,23 +81,37 @@ impl Outbox {
             }
             return false;
         }
-        if self.tx.send(frame).is_err() {
-            s.queued.fetch_sub(len, Ordering::AcqRel);
-            return false;
+        let was_empty = {
+            let mut q = s.queue();
+            q.push_back(frame);
+            q.len() == 1
+        };
+        if was_empty {
+            // A stored permit covers a writer that is not waiting yet.
+            s.ready.notify_one();
         }
         true
     }
 }
 
 impl OutboxReceiver {
-    /// The next frame, or `None` once every producer is gone.
-    pub async fn recv(&mut self) -> Option<Bytes> {
-        self.rx.recv().await
-    }
-
-    /// A further frame if one is queued right now (for write batching).
-    pub fn try_recv(&mut self) -> Option<Bytes> {
-        self.rx.try_recv().ok()
+    /// Waits for frames and moves up to `max` of them into `batch`.
+    pub async fn recv_batch(&mut self, batch: &mut Vec<Bytes>, max: usize) {
+        loop {
+            {
+                let mut q = self.shared.queue();
+                if !q.is_empty() {
+                    let n = q.len().min(max);
+                    batch.extend(q.drain(..n));
+                    if q.is_empty() && q.capacity() > 64 {
+                        // A burst is over: give its memory back.
+                        q.shrink_to(8);
+                    }
+                    return;
+                }
+            }
+            self.shared.ready.notified().await;
+        }
     }
 
     /// Releases the bytes of frames handed to the socket.

@@ -110,7 +110,9 @@ pub async fn serve<S>(
     });
 
     let personal = Channel::personal(&user);
-    if let Err(e) = node.subscribe(id, &outbox, &personal, None, None).await {
+    // Requests are boxed: their futures (broker round trips) are large and rare, and
+    // inlined they would make every idle connection's task that much bigger.
+    if let Err(e) = Box::pin(node.subscribe(id, &outbox, &personal, None, None)).await {
         tracing::warn!(user = %user, error = %e.message, "cannot subscribe personal channel; closing");
         closer.close(Some(close::TRY_AGAIN_LATER), "broker unavailable");
     }
@@ -141,7 +143,7 @@ pub async fn serve<S>(
     // Leave every channel before the writer finishes, so no delivery targets a dead queue.
     let channels: Vec<Channel> = session.channels.drain().collect();
     for channel in channels.iter().chain(std::iter::once(&session.personal)) {
-        node.unsubscribe(id, channel).await;
+        Box::pin(node.unsubscribe(id, channel)).await;
     }
     drop(session);
     if let Err(e) = writer.await {
@@ -236,7 +238,7 @@ impl Session {
         match parse_client_frame(text) {
             Ok(frame) => {
                 let id = frame.id;
-                if let Err(e) = self.handle(frame).await {
+                if let Err(e) = Box::pin(self.handle(frame)).await {
                     self.refuse(FrameError { id, ..e });
                 }
             }
@@ -356,7 +358,7 @@ enum Step {
     Overflow,
     PongDeadline,
     Ping,
-    Frame(Option<Bytes>),
+    Frames,
 }
 
 async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
@@ -371,7 +373,8 @@ async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
     let mut next_ping = Instant::now() + config.ping_interval;
     // The first unanswered ping: (when sent, deadline for any sign of life).
     let mut awaiting: Option<(Instant, Instant)> = None;
-    let mut batch: Vec<Bytes> = Vec::with_capacity(MAX_BATCH);
+    // Grows on the first burst only: an idle connection holds no batch buffer.
+    let mut batch: Vec<Bytes> = Vec::new();
     let overflow = rx.overflow_signal();
 
     let reason = loop {
@@ -385,7 +388,7 @@ async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
             _ = overflow.overflowed() => Step::Overflow,
             _ = sleep_until(deadline.unwrap_or(next_ping)), if deadline.is_some() => Step::PongDeadline,
             _ = sleep_until(next_ping) => Step::Ping,
-            frame = rx.recv() => Step::Frame(frame),
+            _ = rx.recv_batch(&mut batch, MAX_BATCH) => Step::Frames,
         };
         match step {
             Step::Recheck => {}
@@ -404,7 +407,6 @@ async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
                 if awaiting.is_none() {
                     awaiting = Some((now, now + config.pong_timeout));
                 }
-                batch.clear();
                 let ping = Some(Message::Ping(Bytes::new()));
                 write_batch(
                     &mut sink,
@@ -417,16 +419,7 @@ async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
                 )
                 .await;
             }
-            Step::Frame(None) => closer.close(None, "session ended"),
-            Step::Frame(Some(frame)) => {
-                batch.clear();
-                batch.push(frame);
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Some(f) => batch.push(f),
-                        None => break,
-                    }
-                }
+            Step::Frames => {
                 write_batch(
                     &mut sink,
                     &rx,
