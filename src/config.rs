@@ -105,6 +105,11 @@ pub struct Config {
     #[arg(long, env = "SHARDCAST_HISTORY", value_delimiter = ',')]
     pub history: Vec<Retention>,
 
+    /// Runtime worker threads (default: one per core). Fewer can help when several
+    /// instances share a small machine.
+    #[arg(long, env = "SHARDCAST_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+
     /// Log format; the filter comes from RUST_LOG (default: info).
     #[arg(long, env = "SHARDCAST_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -127,6 +132,7 @@ impl Config {
             outbound_queue_bytes: 1 << 20,
             drain_timeout: Duration::from_secs(5),
             history: Vec::new(),
+            worker_threads: None,
             log_format: LogFormat::Text,
         }
     }

@@ -206,6 +206,89 @@ impl Node {
     }
 }
 
+/// One publish request of a connection.
+pub struct PublishRequest {
+    pub channel: Channel,
+    pub data: Box<RawValue>,
+    pub idempotency_key: Option<String>,
+}
+
+impl Node {
+    /// Publishes a connection's queued requests, in order, as one broker round trip
+    /// where the broker allows it (plain channels on Redis go out as one pipeline).
+    /// Results come back in request order.
+    pub async fn publish_batch(
+        &self,
+        from: &UserId,
+        requests: Vec<PublishRequest>,
+    ) -> Vec<Result<PublishAck, FrameError>> {
+        if requests.len() == 1
+            || requests
+                .iter()
+                .any(|r| self.history.retention(&r.channel).is_some())
+        {
+            // History publishes are scripts with a replication wait: one at a time.
+            let mut out = Vec::with_capacity(requests.len());
+            for r in requests {
+                out.push(
+                    self.publish(
+                        r.channel,
+                        r.data,
+                        Some(from.clone()),
+                        r.idempotency_key.as_deref(),
+                    )
+                    .await,
+                );
+            }
+            return out;
+        }
+        let mut out: Vec<Option<Result<PublishAck, FrameError>>> =
+            Vec::with_capacity(requests.len());
+        let mut batch = Vec::with_capacity(requests.len());
+        for r in requests {
+            if r.idempotency_key.is_some() {
+                out.push(Some(Err(FrameError::new(
+                    None,
+                    ErrorCode::NoHistory,
+                    format!(
+                        "`idempotency_key` needs a history channel; `{}` keeps none",
+                        r.channel
+                    ),
+                ))));
+                continue;
+            }
+            out.push(None);
+            batch.push(Publication {
+                channel: r.channel,
+                data: r.data,
+                from: Some(from.clone()),
+                offset: None,
+                epoch: None,
+                uid: 0,
+            });
+        }
+        self.metrics.messages_in.increment(batch.len() as u64);
+        let mut results = self.broker.publish_plain_batch(batch).await.into_iter();
+        out.into_iter()
+            .map(|slot| match slot {
+                Some(r) => r,
+                None => match results.next() {
+                    Some(Ok(ack)) => Ok(ack),
+                    Some(Err(e)) => {
+                        self.metrics.broker_publish_errors.increment(1);
+                        Err(FrameError::new(None, ErrorCode::Unavailable, e.to_string()))
+                    }
+                    None => Err(FrameError::new(
+                        None,
+                        ErrorCode::Internal,
+                        "publish result missing",
+                    )),
+                },
+            })
+            .collect()
+    }
+}
+
 /// Reads the history ranges the hub found missing and hands them back, in order.
 async fn fill_gaps(
     node: std::sync::Weak<Node>,

@@ -25,7 +25,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::channel::{Channel, UserId};
 use crate::hub::SessionId;
-use crate::node::Node;
+use crate::node::{Node, PublishRequest};
 use crate::outbox::{Outbox, OutboxReceiver, OverflowSignal, outbox};
 use crate::protocol::{
     ClientFrame, ErrorCode, FrameError, Request, ServerFrame, close, parse_client_frame,
@@ -135,6 +135,7 @@ pub async fn serve<S>(
         channels: HashSet::new(),
         node: node.clone(),
         closer: closer.clone(),
+        publisher: None,
     };
     session
         .read_loop(stream, close_rx, shutdown, &liveness)
@@ -161,6 +162,48 @@ struct Session {
     channels: HashSet<Channel>,
     node: Arc<Node>,
     closer: Closer,
+    /// This connection's publish pipeline, started on its first publish.
+    publisher: Option<mpsc::Sender<(Option<u64>, PublishRequest)>>,
+}
+
+/// Publishes queued per connection at most; more make the reader wait.
+const PUBLISH_QUEUE: usize = 1024;
+/// Publishes sent to the broker as one batch at most.
+const PUBLISH_BATCH: usize = 256;
+
+/// Publishes a connection's requests in order, batching whatever queued up while
+/// the previous batch was in flight, and answers each (ok or error) in order. A
+/// publisher is thus not limited to one broker round trip per message.
+async fn publish_loop(
+    node: Arc<Node>,
+    user: UserId,
+    outbox: Outbox,
+    mut rx: mpsc::Receiver<(Option<u64>, PublishRequest)>,
+) {
+    let mut jobs = Vec::new();
+    while rx.recv_many(&mut jobs, PUBLISH_BATCH).await > 0 {
+        let (ids, requests): (Vec<Option<u64>>, Vec<PublishRequest>) = jobs.drain(..).unzip();
+        let results = node.publish_batch(&user, requests).await;
+        for (id, result) in ids.into_iter().zip(results) {
+            let frame = match result {
+                Ok(ack) => match id {
+                    Some(id) => ServerFrame::Ok {
+                        id,
+                        offset: ack.offset,
+                        epoch: ack.epoch.as_deref(),
+                        recovered: None,
+                    }
+                    .to_bytes(),
+                    None => continue,
+                },
+                Err(e) => {
+                    node.metrics.error(e.code);
+                    FrameError { id, ..e }.to_frame()
+                }
+            };
+            outbox.push(frame, &node.metrics);
+        }
+    }
 }
 
 impl Session {
@@ -322,23 +365,25 @@ impl Session {
                 data,
                 idempotency_key,
             } => {
-                let ack = self
-                    .node
-                    .publish(
-                        channel,
-                        data,
-                        Some(self.user.clone()),
-                        idempotency_key.as_deref(),
-                    )
-                    .await?;
-                if let Some(id) = id {
-                    let frame = ServerFrame::Ok {
-                        id,
-                        offset: ack.offset,
-                        epoch: ack.epoch.as_deref(),
-                        recovered: None,
-                    };
-                    self.send(frame.to_bytes());
+                let tx = self.publisher.get_or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
+                    tokio::spawn(publish_loop(
+                        self.node.clone(),
+                        self.user.clone(),
+                        self.outbox.clone(),
+                        rx,
+                    ));
+                    tx
+                });
+                let request = PublishRequest {
+                    channel,
+                    data,
+                    idempotency_key,
+                };
+                // A full queue makes this wait, which stops reading this client:
+                // backpressure instead of unbounded memory.
+                if tx.send((id, request)).await.is_err() {
+                    return Err(err(ErrorCode::Internal, "publisher stopped".into()));
                 }
             }
         }

@@ -20,7 +20,7 @@ use tokio::net::TcpSocket;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, sleep};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async, connect_async};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async, connect_async_with_config};
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -263,7 +263,8 @@ impl Seen {
 }
 
 async fn connect(url: &str) -> Result<Ws, String> {
-    connect_async(url)
+    // Nagle off, as a latency-sensitive client would have it.
+    connect_async_with_config(url, None, true)
         .await
         .map(|(ws, _)| ws)
         .map_err(|e| format!("{url}: {e}"))
@@ -546,6 +547,7 @@ async fn idle(cli: &Cli, connections: usize, hold: u64, sources: u8) -> Result<(
                 let socket = TcpSocket::new_v4().ok()?;
                 socket.bind(SocketAddr::new(src, 0)).ok()?;
                 let stream = socket.connect(addr).await.ok()?;
+                let _ = stream.set_nodelay(true);
                 let (ws, _) = client_async(url, stream).await.ok()?;
                 ws
             };

@@ -118,6 +118,23 @@ impl Broker {
         }
     }
 
+    /// Publishes plain (non-history) publications, in order; one result each.
+    pub async fn publish_plain_batch(
+        &self,
+        publications: Vec<Publication>,
+    ) -> Vec<Result<PublishAck, BrokerError>> {
+        match self {
+            Broker::Memory(b) => {
+                let mut out = Vec::with_capacity(publications.len());
+                for p in publications {
+                    out.push(b.publish(p, None, None).await);
+                }
+                out
+            }
+            Broker::Cluster(b) => b.publish_plain_batch(publications).await,
+        }
+    }
+
     /// A history channel's publications after offset `since` (none when `since` is
     /// `None`: only the current position), at most `limit`.
     pub async fn history(
