@@ -140,9 +140,10 @@ impl MemoryHistory {
         deliver: impl FnOnce(&Publication),
     ) -> (u64, String, bool) {
         let now = Instant::now();
+        // Held throughout, so that two publishes with one key cannot both be stored.
+        let mut idem = self.idempotency.lock().unwrap_or_else(|e| e.into_inner());
         let key = idempotency_key.map(|k| (p.channel.clone(), k.to_string()));
         if let Some(key) = &key {
-            let mut idem = self.idempotency.lock().unwrap_or_else(|e| e.into_inner());
             idem.retain(|_, (_, _, at)| now.duration_since(*at) < IDEMPOTENCY_WINDOW);
             if let Some((offset, epoch, _)) = idem.get(key) {
                 return (*offset, epoch.clone(), true);
@@ -178,13 +179,12 @@ impl MemoryHistory {
         while ch.entries.len() > retention.max_len {
             ch.entries.pop_front();
         }
-        let result = (ch.top, ch.epoch.clone());
+        let (offset, epoch) = (ch.top, ch.epoch.clone());
         drop(map);
         if let Some(key) = key {
-            let mut idem = self.idempotency.lock().unwrap_or_else(|e| e.into_inner());
-            idem.insert(key, (result.0, result.1.clone(), now));
+            idem.insert(key, (offset, epoch.clone(), now));
         }
-        (result.0, result.1, false)
+        (offset, epoch, false)
     }
 
     /// Publications after offset `since`, at most `limit`.

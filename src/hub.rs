@@ -40,6 +40,9 @@ struct Subscriber {
     session: SessionId,
     outbox: Outbox,
     recovering: Option<Held>,
+    /// History channels: offsets up to this one reached the subscriber through its
+    /// `ok` position or replay; a later delivery of one of them is a repeat.
+    floor: u64,
 }
 
 /// Delivery state of a history channel on this node.
@@ -154,6 +157,7 @@ impl Hub {
                 session,
                 outbox,
                 recovering: recovering.then(Held::default),
+                floor: 0,
             });
             self.metrics.subscriptions.increment(1.0);
         }
@@ -177,6 +181,7 @@ impl Hub {
             return;
         };
         let held = sub.recovering.take();
+        sub.floor = after;
         for frame in frames {
             sub.outbox.push(frame, &self.metrics);
         }
@@ -321,16 +326,15 @@ impl Hub {
     }
 
     fn fan_out(&self, entry: &Entry, publication: &Publication) {
-        let frame = message_frame(
-            &publication.channel,
-            &publication.data,
-            publication.from.as_ref().map(|u| u.as_str()),
-            publication.offset,
-        );
+        let frame = message_frame(publication);
         let mut queued = 0usize;
+        let offset = publication.offset.unwrap_or(0);
         for sub in &entry.subscribers {
+            if offset != 0 && offset <= sub.floor {
+                continue;
+            }
             match &sub.recovering {
-                Some(held) => lock(held).push((publication.offset.unwrap_or(0), frame.clone())),
+                Some(held) => lock(held).push((offset, frame.clone())),
                 None => {
                     if sub.outbox.push(frame.clone(), &self.metrics) {
                         queued += 1;

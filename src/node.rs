@@ -125,7 +125,15 @@ impl Node {
                 let missed = page.top.saturating_sub(s.offset) as usize;
                 let whole =
                     page.complete && page.publications.len() == missed && s.offset <= page.top;
-                if same_epoch && whole {
+                // A replay that would fill the connection's queue would only get it
+                // closed as a slow consumer; such a client reloads instead.
+                let bytes: usize = page
+                    .publications
+                    .iter()
+                    .map(|p| p.data.get().len() + 64)
+                    .sum();
+                let fits = bytes <= self.config.outbound_queue_bytes / 2;
+                if same_epoch && whole && fits {
                     (Some(true), page.publications)
                 } else {
                     (Some(false), Vec::new())
@@ -145,12 +153,7 @@ impl Node {
             );
         }
         for p in &replay {
-            frames.push(message_frame(
-                &p.channel,
-                &p.data,
-                p.from.as_ref().map(|u| u.as_str()),
-                p.offset,
-            ));
+            frames.push(message_frame(p));
         }
         self.hub.release(channel, session, frames, page.top);
         Ok(())

@@ -321,12 +321,7 @@ impl FrameError {
 }
 
 /// Serializes a `message` frame. Called once per publication per node.
-pub fn message_frame(
-    channel: &Channel,
-    data: &RawValue,
-    from: Option<&str>,
-    offset: Option<u64>,
-) -> bytes::Bytes {
+pub fn message_frame(p: &crate::broker::Publication) -> bytes::Bytes {
     #[derive(Serialize)]
     struct Message<'a> {
         op: &'static str,
@@ -336,13 +331,16 @@ pub fn message_frame(
         from: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         offset: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<&'a str>,
     }
     let m = Message {
         op: "message",
-        channel: channel.as_str(),
-        data,
-        from,
-        offset,
+        channel: p.channel.as_str(),
+        data: &p.data,
+        from: p.from.as_ref().map(|u| u.as_str()),
+        offset: p.offset,
+        epoch: p.epoch.as_deref(),
     };
     bytes::Bytes::from(serde_json::to_vec(&m).unwrap_or_default())
 }
@@ -411,9 +409,15 @@ mod tests {
 
     #[test]
     fn message_frame_carries_raw_data() {
-        let ch = Channel::parse("c").unwrap();
-        let data = RawValue::from_string("{\"x\":[1,2]}".into()).unwrap();
-        let f = message_frame(&ch, &data, Some("u"), None);
+        let p = crate::broker::Publication {
+            channel: Channel::parse("c").unwrap(),
+            data: RawValue::from_string("{\"x\":[1,2]}".into()).unwrap(),
+            from: crate::channel::UserId::parse("u").ok(),
+            offset: None,
+            epoch: None,
+            uid: 0,
+        };
+        let f = message_frame(&p);
         assert_eq!(
             std::str::from_utf8(&f).unwrap(),
             r#"{"op":"message","channel":"c","data":{"x":[1,2]},"from":"u"}"#

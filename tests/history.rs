@@ -93,6 +93,11 @@ async fn reconnecting_with_since_replays_what_was_missed_then_continues_live() {
             Some(want),
             "in order, no gap, no duplicate: {m}"
         );
+        assert_eq!(
+            m["epoch"].as_str(),
+            epoch.as_deref(),
+            "messages carry the epoch"
+        );
         assert_eq!(m["data"]["n"].as_u64(), Some(want - 1));
     }
     live.await.unwrap();

@@ -12,9 +12,11 @@ use super::subscriber::WirePublication;
 use crate::channel::{Channel, UserId};
 use crate::slot::{key_slot, slot_tag};
 
-/// KEYS: stream, meta[, idempotency]. ARGV: channel, data (JSON), from fragment
-/// (`,"f":"..."` or empty), max len, ttl ms, a fresh epoch, idempotency window ms.
-/// Returns {offset, epoch, repeated (0/1)}.
+/// KEYS: stream, meta, dedup key. ARGV: channel, data (JSON), from fragment
+/// (`,"f":"..."` or empty), max len, ttl ms, a fresh epoch, dedup window ms.
+/// Returns {offset, epoch, repeated (0/1)}. The dedup key is the client's
+/// idempotency key, or a random one per publish so that a resend of the same
+/// command (redis-rs retries after a timeout) is not stored twice.
 pub static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -22,7 +24,8 @@ local stream, meta = KEYS[1], KEYS[2]
 if KEYS[3] then
   local prev = redis.call('GET', KEYS[3])
   if prev then
-    return {tonumber(prev), redis.call('HGET', meta, 'epoch') or '', 1}
+    local o, e = string.match(prev, '^(%d+):(.*)$')
+    return {tonumber(o), e, 1}
   end
 end
 local epoch = redis.call('HGET', meta, 'epoch')
@@ -39,7 +42,7 @@ local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('XADD', stream, 'MAXLEN', ARGV[4], offset .. '-0', 'p', payload, 't', ms)
 redis.call('PEXPIRE', stream, ARGV[5])
 redis.call('PEXPIRE', meta, ARGV[5])
-if KEYS[3] then redis.call('SET', KEYS[3], offset, 'PX', ARGV[7]) end
+if KEYS[3] then redis.call('SET', KEYS[3], offset .. ':' .. epoch, 'PX', ARGV[7]) end
 redis.call('SPUBLISH', ARGV[1], payload)
 return {offset, epoch, 0}
 "#,
@@ -89,6 +92,11 @@ impl Keys {
 
     pub fn idempotency(&self, key: &str) -> String {
         format!("{}:i:{key}", self.prefix)
+    }
+
+    /// A per-publish dedup key (no client key given).
+    pub fn once(&self) -> String {
+        format!("{}:r:{:016x}", self.prefix, rand::random::<u64>())
     }
 }
 
