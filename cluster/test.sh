@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine, installing and starting what
-# it needs: redis-cli (redis-tools) for cluster administration, a Docker engine for
-# the testcontainers Redis Cluster, and the Redis image, built offline (no registry
-# is needed: cluster/images.sh debootstraps it and tags it redis:7.0).
+# it needs: redis-cli (redis-tools) for cluster administration, redis-server for the
+# operator-script test, a Docker engine and docker-compose for the testcontainers
+# Redis Cluster and the compose stack, and the Redis image, built offline (no
+# registry is needed: cluster/images.sh debootstraps it and tags it redis:7.0).
 #
 # Usage: cluster/test.sh [extra cargo test args...]
 # Set SHARDCAST_TEST_REDIS_IMAGE to test against another Redis image.
@@ -11,7 +12,10 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v redis-cli >/dev/null || need+=(redis-tools)
+command -v redis-server >/dev/null || need+=(redis-server)
 command -v dockerd >/dev/null || need+=(docker.io)
+command -v docker-compose >/dev/null || need+=(docker-compose)
+command -v curl >/dev/null || need+=(curl)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v zstd >/dev/null || need+=(zstd)
 if ((${#need[@]})); then

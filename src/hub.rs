@@ -33,16 +33,18 @@ pub type SessionId = u64;
 /// whether the broker subscription is live.
 pub type Gate = Arc<tokio::sync::Mutex<bool>>;
 
-/// Frames held for a subscriber while its replay is read: (offset, frame).
-type Held = Arc<Mutex<Vec<(u64, Bytes)>>>;
+/// Frames held for a subscriber while its replay is read: (offset, epoch, frame).
+type Held = Arc<Mutex<Vec<(u64, Option<Arc<str>>, Bytes)>>>;
 
 struct Subscriber {
     session: SessionId,
     outbox: Outbox,
     recovering: Option<Held>,
-    /// History channels: offsets up to this one reached the subscriber through its
-    /// `ok` position or replay; a later delivery of one of them is a repeat.
+    /// History channels: offsets up to this one, in this epoch, reached the
+    /// subscriber through its `ok` position or replay; a later delivery of one of
+    /// them is a repeat. Another epoch starts from scratch.
     floor: u64,
+    floor_epoch: Option<Arc<str>>,
 }
 
 /// Delivery state of a history channel on this node.
@@ -158,6 +160,7 @@ impl Hub {
                 outbox,
                 recovering: recovering.then(Held::default),
                 floor: 0,
+                floor_epoch: None,
             });
             self.metrics.subscriptions.increment(1.0);
         }
@@ -166,7 +169,14 @@ impl Hub {
 
     /// Ends a subscriber's recovery: queues `frames` (its `ok` and replay), then the
     /// publications that arrived meanwhile with an offset above `after`, in order.
-    pub fn release(&self, channel: &Channel, session: SessionId, frames: Vec<Bytes>, after: u64) {
+    pub fn release(
+        &self,
+        channel: &Channel,
+        session: SessionId,
+        frames: Vec<Bytes>,
+        after: u64,
+        epoch: &str,
+    ) {
         let mut map = self.write();
         let Some(entry) = map.get_mut(channel) else {
             return;
@@ -182,12 +192,14 @@ impl Hub {
         };
         let held = sub.recovering.take();
         sub.floor = after;
+        sub.floor_epoch = Some(Arc::from(epoch));
         for frame in frames {
             sub.outbox.push(frame, &self.metrics);
         }
         if let Some(held) = held {
-            for (offset, frame) in lock(&held).drain(..) {
-                if offset > after {
+            for (offset, epoch_of, frame) in lock(&held).drain(..) {
+                let same_epoch = epoch_of.as_deref().is_none_or(|e| e == epoch);
+                if offset > after || !same_epoch {
                     sub.outbox.push(frame, &self.metrics);
                 }
             }
@@ -330,11 +342,11 @@ impl Hub {
         let mut queued = 0usize;
         let offset = publication.offset.unwrap_or(0);
         for sub in &entry.subscribers {
-            if offset != 0 && offset <= sub.floor {
+            if offset != 0 && offset <= sub.floor && sub.floor_epoch == publication.epoch {
                 continue;
             }
             match &sub.recovering {
-                Some(held) => lock(held).push((offset, frame.clone())),
+                Some(held) => lock(held).push((offset, publication.epoch.clone(), frame.clone())),
                 None => {
                     if sub.outbox.push(frame.clone(), &self.metrics) {
                         queued += 1;

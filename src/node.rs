@@ -155,7 +155,8 @@ impl Node {
         for p in &replay {
             frames.push(message_frame(p));
         }
-        self.hub.release(channel, session, frames, page.top);
+        self.hub
+            .release(channel, session, frames, page.top, &page.epoch);
         Ok(())
     }
 

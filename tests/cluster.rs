@@ -9,55 +9,11 @@ mod support;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use support::cluster::{Instance, RedisCluster};
+use support::cluster::{Instance, RedisCluster, channels_on, wait_held_on_owners};
 use support::load::Load;
 use tokio::time::{Instant, sleep};
 
 const SETTLE: Duration = Duration::from_secs(30);
-
-/// Channels whose slots are owned by `port`, drawn from `prefix:0..`.
-fn channels_on(cluster: &RedisCluster, port: u16, prefix: &str, n: usize) -> Vec<String> {
-    let owners = cluster.slot_owners(port);
-    (0..)
-        .map(|i| format!("{prefix}:{i}"))
-        .filter(|c| owners.get(&shardcast::slot::key_slot(c.as_bytes())) == Some(&port))
-        .take(n)
-        .collect()
-}
-
-/// Waits until every instance holds exactly `channels` (among those it is asked
-/// about), each on the node that owns its slot now.
-async fn wait_held_on_owners(cluster: &RedisCluster, instances: &[&Instance], channels: &[String]) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let mut wrong = Vec::new();
-        for inst in instances {
-            let held = inst.held().await;
-            for ch in channels {
-                let owner = match cluster.try_owner_of(ch) {
-                    Some(p) => format!("127.0.0.1:{p}"),
-                    None => "(unowned)".into(),
-                };
-                let on: Vec<&String> = held
-                    .iter()
-                    .filter(|(_, chs)| chs.contains(ch))
-                    .map(|(n, _)| n)
-                    .collect();
-                if on != vec![&owner] {
-                    wrong.push(format!("{} holds {ch} on {on:?}, owner {owner}", inst.addr));
-                }
-            }
-        }
-        if wrong.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "subscriptions not on their owners: {wrong:?}"
-        );
-        sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slot_of_every_channel_matches_cluster_keyslot() {
@@ -613,4 +569,55 @@ async fn resubscribing_right_after_unsubscribing_is_confirmed_and_delivers() {
     assert_eq!(sub.next_message().await["data"], "after flapping");
     let numsub = RedisCluster::shard_numsub(cluster.owner_of("flap"), &["flap".to_string()]);
     assert_eq!(numsub["flap"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_failover_moves_subscriptions_to_the_promoted_replica() {
+    let cluster = RedisCluster::start(3, 1).await;
+    let seeds = cluster.seeds();
+    let a = Instance::start(&seeds, &[]).await;
+    let b = Instance::start(&seeds, &[]).await;
+    let old = cluster.primaries()[0];
+    let chans = channels_on(&cluster, old, "gf", 10);
+    let mut s = a.client("s").await;
+    let mut p = b.client("p").await;
+    for (i, ch) in chans.iter().enumerate() {
+        s.subscribe(ch, i as u64).await;
+    }
+    let old_id = RedisCluster::node_id(old);
+    let replica = RedisCluster::cluster_nodes(old)
+        .into_iter()
+        .find(|l| l.master == old_id)
+        .map(|l| l.port)
+        .expect("the primary has a replica");
+    // The operator's planned switch-over: the replica takes over without data loss,
+    // and Redis drops the old primary's shard-channel subscribers.
+    support::cluster::query(replica, redis::cmd("CLUSTER").arg("FAILOVER"));
+    let deadline = Instant::now() + SETTLE;
+    while chans
+        .iter()
+        .any(|c| cluster.try_owner_of(c) != Some(replica))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "replica {replica} was not promoted"
+        );
+        sleep(Duration::from_millis(100)).await;
+    }
+    cluster.wait_agree().await;
+    wait_held_on_owners(&cluster, &[&a], &chans).await;
+    for (i, ch) in chans.iter().enumerate() {
+        let r = p.publish(ch, serde_json::json!(i), 100 + i as u64).await;
+        assert_eq!(r["op"], "ok", "{r}");
+        let m = s.next_message().await;
+        assert_eq!(
+            (m["channel"].as_str(), m["data"].as_u64()),
+            (Some(ch.as_str()), Some(i as u64))
+        );
+    }
+    let counts = RedisCluster::shard_numsub(replica, &chans);
+    assert!(
+        chans.iter().all(|c| counts[c] == 1),
+        "subscribed on the new primary: {counts:?}"
+    );
 }

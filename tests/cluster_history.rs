@@ -8,41 +8,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::json;
-use support::cluster::{Instance, RedisCluster};
+use support::cluster::{Instance, RedisCluster, channels_on, wait_held_on_owners};
 use support::load::Load;
 use tokio::time::{Instant, sleep};
 
 const HISTORY: &[&str] = &["--history", "h:100000:600s"];
-
-fn channels_on(cluster: &RedisCluster, port: u16, prefix: &str, n: usize) -> Vec<String> {
-    let owners = cluster.slot_owners(port);
-    (0..)
-        .map(|i| format!("{prefix}:{i}"))
-        .filter(|c| owners.get(&shardcast::slot::key_slot(c.as_bytes())) == Some(&port))
-        .take(n)
-        .collect()
-}
-
-async fn wait_on_owners(cluster: &RedisCluster, inst: &Instance, channels: &[String]) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let held = inst.held().await;
-        let ok = channels.iter().all(|ch| match cluster.try_owner_of(ch) {
-            Some(p) => held
-                .get(&format!("127.0.0.1:{p}"))
-                .is_some_and(|c| c.contains(ch)),
-            None => false,
-        });
-        if ok {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "subscriptions did not follow the owners: {held:?}"
-        );
-        sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_channels_lose_nothing_through_slot_migration_plain_ones_do() {
@@ -70,7 +40,7 @@ async fn history_channels_lose_nothing_through_slot_migration_plain_ones_do() {
         cluster.move_slot(s, prim[1]).await;
     }
     cluster.wait_agree().await;
-    wait_on_owners(&cluster, &b, &[hist.clone(), plain.clone()].concat()).await;
+    wait_held_on_owners(&cluster, &[&b], &[hist.clone(), plain.clone()].concat()).await;
     sleep(Duration::from_secs(2)).await;
     let report = load.finish().await;
     let h = report.outcome(|_, c| c.starts_with("h:"), None);
@@ -109,7 +79,7 @@ async fn history_channels_lose_nothing_through_failover_plain_ones_do() {
     let killed = Instant::now();
     cluster.kill(victim).await;
     cluster.wait_replaced(victim).await;
-    wait_on_owners(&cluster, &b, &[hist.clone(), plain.clone()].concat()).await;
+    wait_held_on_owners(&cluster, &[&b], &[hist.clone(), plain.clone()].concat()).await;
     let resubscribed = killed.elapsed();
     sleep(Duration::from_secs(2)).await;
     let report = load.finish().await;

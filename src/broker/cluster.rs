@@ -207,7 +207,10 @@ impl ClusterBroker {
         let mut conn = self.inner.publisher().await?;
         let started = Instant::now();
         let result = match retention {
-            None => self.publish_plain(&mut conn, &p).await,
+            None => match plain_payload(&p) {
+                Ok(payload) => self.spublish(&mut conn, &p.channel, &payload).await,
+                Err(e) => Err(e),
+            },
             Some(r) => self.publish_stored(&mut conn, &p, r, idempotency_key).await,
         };
         self.inner
@@ -217,14 +220,16 @@ impl ClusterBroker {
         result
     }
 
-    async fn publish_plain(
+    /// SPUBLISHes one prepared payload through the redirect-following path.
+    async fn spublish(
         &self,
         conn: &mut ClusterConnection,
-        p: &Publication,
+        channel: &Channel,
+        payload: &[u8],
     ) -> Result<PublishAck, BrokerError> {
         redis::cmd("SPUBLISH")
-            .arg(p.channel.as_str())
-            .arg(plain_payload(p)?)
+            .arg(channel.as_str())
+            .arg(payload)
             .query_async::<i64>(conn)
             .await
             .map(|_| PublishAck::default())
@@ -233,11 +238,14 @@ impl ClusterBroker {
 
     /// Plain publications as one pipeline: one round trip for a burst from one
     /// connection. A command Redis refused (e.g. MOVED while a slot moves) is
-    /// retried alone, in order, through the redirect-following path.
+    /// retried alone, in order, through the redirect-following path; a retry sends
+    /// the same payload (same id), so a repeat Redis did run is dropped by the hubs.
     pub async fn publish_plain_batch(
         &self,
         publications: Vec<Publication>,
     ) -> Vec<Result<PublishAck, BrokerError>> {
+        let payloads: Vec<Result<Vec<u8>, BrokerError>> =
+            publications.iter().map(plain_payload).collect();
         let mut conn = match self.inner.publisher().await {
             Ok(c) => c,
             Err(e) => {
@@ -249,22 +257,12 @@ impl ClusterBroker {
         };
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        let mut payload_errors = Vec::new();
-        for (i, p) in publications.iter().enumerate() {
-            match plain_payload(p) {
-                Ok(payload) => {
-                    pipe.cmd("SPUBLISH").arg(p.channel.as_str()).arg(payload);
-                }
-                Err(e) => payload_errors.push((i, e)),
+        let mut sent = Vec::new();
+        for (i, (p, payload)) in publications.iter().zip(&payloads).enumerate() {
+            if let Ok(payload) = payload {
+                pipe.cmd("SPUBLISH").arg(p.channel.as_str()).arg(payload);
+                sent.push(i);
             }
-        }
-        if !payload_errors.is_empty() {
-            // Cannot happen with validated input; answer each request singly.
-            let mut out = Vec::new();
-            for p in &publications {
-                out.push(self.publish_plain(&mut conn, p).await);
-            }
-            return out;
         }
         let started = Instant::now();
         let replies: Result<Vec<redis::Value>, _> = pipe.query_async(&mut conn).await;
@@ -272,21 +270,22 @@ impl ClusterBroker {
             .metrics
             .redis_latency
             .record(started.elapsed().as_secs_f64());
+        // Per publication: Some(true) accepted, Some(false) refused or unknown.
+        let mut accepted = vec![false; publications.len()];
+        if let Ok(values) = &replies
+            && values.len() == sent.len()
+        {
+            for (i, v) in sent.iter().zip(values) {
+                accepted[*i] = !matches!(v, redis::Value::ServerError(_));
+            }
+        }
         let mut out = Vec::with_capacity(publications.len());
-        match replies {
-            Ok(values) if values.len() == publications.len() => {
-                for (p, v) in publications.iter().zip(values) {
-                    out.push(match v {
-                        redis::Value::ServerError(_) => self.publish_plain(&mut conn, p).await,
-                        _ => Ok(PublishAck::default()),
-                    });
-                }
-            }
-            _ => {
-                for p in &publications {
-                    out.push(self.publish_plain(&mut conn, p).await);
-                }
-            }
+        for ((p, payload), ok) in publications.iter().zip(payloads).zip(accepted) {
+            out.push(match payload {
+                Err(e) => Err(e),
+                Ok(_) if ok => Ok(PublishAck::default()),
+                Ok(payload) => self.spublish(&mut conn, &p.channel, &payload).await,
+            });
         }
         out
     }

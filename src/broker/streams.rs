@@ -25,6 +25,10 @@ if KEYS[3] then
   local prev = redis.call('GET', KEYS[3])
   if prev then
     local o, e = string.match(prev, '^(%d+):(.*)$')
+    if not o then
+      -- A value without the epoch: report the channel's current one.
+      return {tonumber(prev) or 0, redis.call('HGET', meta, 'epoch') or '', 1}
+    end
     return {tonumber(o), e, 1}
   end
 end

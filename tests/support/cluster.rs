@@ -662,3 +662,51 @@ pub async fn eventually<F: FnMut() -> bool>(within: Duration, what: &str, mut ch
         sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Channels whose slots are owned by the primary at `port`, drawn from `prefix:0..`.
+pub fn channels_on(cluster: &RedisCluster, port: u16, prefix: &str, n: usize) -> Vec<String> {
+    let owners = cluster.slot_owners(port);
+    (0..)
+        .map(|i| format!("{prefix}:{i}"))
+        .filter(|c| owners.get(&shardcast::slot::key_slot(c.as_bytes())) == Some(&port))
+        .take(n)
+        .collect()
+}
+
+/// Waits (up to 30 s) until every instance holds each of `channels` on exactly one
+/// Redis node: the one that owns its slot now.
+pub async fn wait_held_on_owners(
+    cluster: &RedisCluster,
+    instances: &[&Instance],
+    channels: &[String],
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut wrong = Vec::new();
+        for inst in instances {
+            let held = inst.held().await;
+            for ch in channels {
+                let owner = match cluster.try_owner_of(ch) {
+                    Some(p) => format!("127.0.0.1:{p}"),
+                    None => "(unowned)".into(),
+                };
+                let on: Vec<&String> = held
+                    .iter()
+                    .filter(|(_, chs)| chs.contains(ch))
+                    .map(|(n, _)| n)
+                    .collect();
+                if on != vec![&owner] {
+                    wrong.push(format!("{} holds {ch} on {on:?}, owner {owner}", inst.addr));
+                }
+            }
+        }
+        if wrong.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "subscriptions not on their owners: {wrong:?}"
+        );
+        sleep(Duration::from_millis(200)).await;
+    }
+}
