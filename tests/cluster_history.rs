@@ -214,3 +214,42 @@ async fn resume_after_reconnect_and_idempotent_publish_on_the_cluster() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["publications"].as_array().map(Vec::len), Some(6), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trimmed_expired_or_foreign_epoch_history_is_not_recovered_on_the_cluster() {
+    let cluster = RedisCluster::start(3, 0).await;
+    let inst = Instance::start(&cluster.seeds(), &["--history", "t:10:2s"]).await;
+    let mut p = inst.client("p").await;
+    let mut last = serde_json::Value::Null;
+    for i in 0..30u64 {
+        last = p.publish("t:x", json!(i), i).await;
+        assert_eq!(last["op"], "ok", "{last}");
+    }
+    assert_eq!(last["offset"], 30);
+    let epoch = last["epoch"].as_str().expect("epoch").to_string();
+    let resume = |offset: u64, epoch: &str| json!({"op":"subscribe","channel":"t:x","since":{"offset":offset,"epoch":epoch}});
+    let mut s = inst.client("s").await;
+    // Only the last 10 are kept: 5 is out of reach, 20 is not.
+    let ok = s.request(resume(5, &epoch), 1).await;
+    assert_eq!(ok["recovered"], false, "{ok}");
+    s.request(json!({"op":"unsubscribe","channel":"t:x"}), 2)
+        .await;
+    let ok = s.request(resume(20, &epoch), 3).await;
+    assert_eq!(ok["recovered"], true, "{ok}");
+    for want in 21..=30u64 {
+        assert_eq!(s.next_message().await["offset"].as_u64(), Some(want));
+    }
+    s.request(json!({"op":"unsubscribe","channel":"t:x"}), 4)
+        .await;
+    let ok = s.request(resume(29, "0123abcd"), 5).await;
+    assert_eq!(ok["recovered"], false, "another epoch: {ok}");
+    s.request(json!({"op":"unsubscribe","channel":"t:x"}), 6)
+        .await;
+    // After the TTL the keys expire in Redis: a new epoch from offset 1.
+    sleep(Duration::from_millis(2500)).await;
+    let r = p.publish("t:x", json!("fresh"), 100).await;
+    assert_eq!(r["offset"], 1, "{r}");
+    assert_ne!(r["epoch"].as_str(), Some(epoch.as_str()));
+    let ok = s.request(resume(30, &epoch), 7).await;
+    assert_eq!(ok["recovered"], false, "expired: {ok}");
+}
