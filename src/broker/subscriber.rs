@@ -230,7 +230,7 @@ fn on_frame(inner: &Arc<Inner>, addr: &NodeAddr, frame: Frame, inflight: &mut Ve
                             .find(|c| c.as_str().as_bytes() == name)
                     {
                         inner.on_confirmed(addr, ch);
-                        front.remaining -= 1;
+                        front.remaining = front.remaining.saturating_sub(1);
                         if front.remaining == 0 {
                             inflight.pop_front();
                         }
@@ -246,7 +246,7 @@ fn on_frame(inner: &Arc<Inner>, addr: &NodeAddr, frame: Frame, inflight: &mut Ve
                             {
                                 Some(ch) => {
                                     inner.on_unsubscribed(addr, ch);
-                                    front.remaining -= 1;
+                                    front.remaining = front.remaining.saturating_sub(1);
                                     if front.remaining == 0 {
                                         inflight.pop_front();
                                     }
