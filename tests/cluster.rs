@@ -70,24 +70,15 @@ async fn cross_instance_fanout_delivers_every_message_exactly_once_in_order() {
         Instance::start(&seeds, &["--subscribe-from", "any"]).await,
     ];
     let channels: Vec<String> = vec!["fan:{a}".into(), "fan:{b}".into(), "fan:{c}".into()];
-    let mut load = Load::new();
-    for (i, inst) in instances.iter().enumerate() {
-        for j in 0..2 {
-            load.subscriber(inst.addr, &format!("s{i}{j}"), &channels)
-                .await;
-        }
-    }
-    for (i, inst) in instances.iter().enumerate() {
-        load.publisher(
-            inst.addr,
-            &format!("p{i}"),
-            channels.clone(),
-            Duration::from_millis(5),
-        )
-        .await;
-    }
-    sleep(Duration::from_secs(3)).await;
-    let report = load.finish().await;
+    let addrs: Vec<_> = instances.iter().map(|i| i.addr).collect();
+    let report = Load::all_to_all(
+        &addrs,
+        &channels,
+        2,
+        Duration::from_millis(5),
+        Duration::from_secs(3),
+    )
+    .await;
     let o = report.outcome(|_, _| true, None);
     println!("fan-out: {o:?}");
     assert!(o.expected > 6 * 100, "enough traffic: {o:?}");

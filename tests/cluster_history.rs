@@ -9,10 +9,41 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::cluster::{Instance, RedisCluster, channels_on, wait_held_on_owners};
-use support::load::Load;
+use support::load::{Load, Report};
 use tokio::time::{Instant, sleep};
 
 const HISTORY: &[&str] = &["--history", "h:100000:600s"];
+
+/// One subscriber on `sub` to both sets; one publisher per set on `publ`.
+async fn side_by_side(publ: &Instance, sub: &Instance, hist: &[String], plain: &[String]) -> Load {
+    let mut load = Load::new();
+    load.subscriber(sub.addr, "s", &[hist, plain].concat())
+        .await;
+    load.publisher(publ.addr, "ph", hist.to_vec(), Duration::from_millis(4))
+        .await;
+    load.publisher(publ.addr, "pp", plain.to_vec(), Duration::from_millis(4))
+        .await;
+    load
+}
+
+/// History channels: nothing lost, repeated, reordered or skipped. Plain channels:
+/// no repeats or disorder; their loss is printed, to show the difference.
+fn judge(what: &str, report: &Report, min_history: usize) {
+    let h = report.outcome(|_, c| c.starts_with("h:"), None);
+    let p = report.outcome(|_, c| c.starts_with("p:"), None);
+    println!("{what}: history {h:?}\n{what}: plain {p:?}");
+    assert!(h.expected > min_history, "{h:?}");
+    assert_eq!(
+        (h.lost, h.duplicated, h.out_of_order, h.offset_gaps),
+        (0, 0, 0, 0),
+        "history channels: {h:?}"
+    );
+    assert_eq!(
+        (p.duplicated, p.out_of_order),
+        (0, 0),
+        "plain channels: {p:?}"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_channels_lose_nothing_through_slot_migration_plain_ones_do() {
@@ -23,13 +54,7 @@ async fn history_channels_lose_nothing_through_slot_migration_plain_ones_do() {
     let prim = cluster.primaries();
     let hist = channels_on(&cluster, prim[0], "h:mig", 6);
     let plain = channels_on(&cluster, prim[0], "p:mig", 6);
-    let mut load = Load::new();
-    load.subscriber(b.addr, "s", &[hist.clone(), plain.clone()].concat())
-        .await;
-    load.publisher(a.addr, "ph", hist.clone(), Duration::from_millis(4))
-        .await;
-    load.publisher(a.addr, "pp", plain.clone(), Duration::from_millis(4))
-        .await;
+    let load = side_by_side(&a, &b, &hist, &plain).await;
     sleep(Duration::from_secs(1)).await;
     let slots: BTreeSet<u16> = hist
         .iter()
@@ -43,20 +68,7 @@ async fn history_channels_lose_nothing_through_slot_migration_plain_ones_do() {
     wait_held_on_owners(&cluster, &[&b], &[hist.clone(), plain.clone()].concat()).await;
     sleep(Duration::from_secs(2)).await;
     let report = load.finish().await;
-    let h = report.outcome(|_, c| c.starts_with("h:"), None);
-    let p = report.outcome(|_, c| c.starts_with("p:"), None);
-    println!("slot migration: history {h:?}\nslot migration: plain {p:?}");
-    assert!(h.expected > 300, "{h:?}");
-    assert_eq!(
-        (h.lost, h.duplicated, h.out_of_order, h.offset_gaps),
-        (0, 0, 0, 0),
-        "history channels: {h:?}"
-    );
-    assert_eq!(
-        (p.duplicated, p.out_of_order),
-        (0, 0),
-        "plain channels: {p:?}"
-    );
+    judge("slot migration", &report, 300);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,13 +80,7 @@ async fn history_channels_lose_nothing_through_failover_plain_ones_do() {
     let victim = cluster.primaries()[1];
     let hist = channels_on(&cluster, victim, "h:fo", 6);
     let plain = channels_on(&cluster, victim, "p:fo", 6);
-    let mut load = Load::new();
-    load.subscriber(b.addr, "s", &[hist.clone(), plain.clone()].concat())
-        .await;
-    load.publisher(a.addr, "ph", hist.clone(), Duration::from_millis(4))
-        .await;
-    load.publisher(a.addr, "pp", plain.clone(), Duration::from_millis(4))
-        .await;
+    let load = side_by_side(&a, &b, &hist, &plain).await;
     sleep(Duration::from_secs(1)).await;
     let killed = Instant::now();
     cluster.kill(victim).await;
@@ -83,22 +89,8 @@ async fn history_channels_lose_nothing_through_failover_plain_ones_do() {
     let resubscribed = killed.elapsed();
     sleep(Duration::from_secs(2)).await;
     let report = load.finish().await;
-    let h = report.outcome(|_, c| c.starts_with("h:"), None);
-    let p = report.outcome(|_, c| c.starts_with("p:"), None);
-    println!(
-        "failover: resubscribed after {resubscribed:?}\nfailover: history {h:?}\nfailover: plain {p:?}"
-    );
-    assert!(h.expected > 150, "{h:?}");
-    assert_eq!(
-        (h.lost, h.duplicated, h.out_of_order, h.offset_gaps),
-        (0, 0, 0, 0),
-        "history channels: {h:?}"
-    );
-    assert_eq!(
-        (p.duplicated, p.out_of_order),
-        (0, 0),
-        "plain channels: {p:?}"
-    );
+    println!("failover: resubscribed after {resubscribed:?}");
+    judge("failover", &report, 150);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,22 +103,15 @@ async fn offsets_stay_gapless_with_concurrent_publishers_on_several_instances() 
         Instance::start(&seeds, HISTORY).await,
     ];
     let channels = vec!["h:shared".to_string()];
-    let mut load = Load::new();
-    for (i, inst) in instances.iter().enumerate() {
-        load.subscriber(inst.addr, &format!("s{i}"), &channels)
-            .await;
-    }
-    for (i, inst) in instances.iter().enumerate() {
-        load.publisher(
-            inst.addr,
-            &format!("p{i}"),
-            channels.clone(),
-            Duration::from_millis(3),
-        )
-        .await;
-    }
-    sleep(Duration::from_secs(3)).await;
-    let report = load.finish().await;
+    let addrs: Vec<_> = instances.iter().map(|i| i.addr).collect();
+    let report = Load::all_to_all(
+        &addrs,
+        &channels,
+        1,
+        Duration::from_millis(3),
+        Duration::from_secs(3),
+    )
+    .await;
     let o = report.outcome(|_, _| true, None);
     println!("concurrent publishers: {o:?}");
     assert_eq!((o.lost, o.duplicated, o.offset_gaps), (0, 0, 0), "{o:?}");

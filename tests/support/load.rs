@@ -138,6 +138,29 @@ impl Load {
         });
     }
 
+    /// `per_instance` subscribers and one publisher on every instance, all on
+    /// `channels`, publishing every `every` for `run`; returns the comparison.
+    pub async fn all_to_all(
+        instances: &[SocketAddr],
+        channels: &[String],
+        per_instance: usize,
+        every: Duration,
+        run: Duration,
+    ) -> Report {
+        let mut load = Load::new();
+        for (i, addr) in instances.iter().enumerate() {
+            for j in 0..per_instance {
+                load.subscriber(*addr, &format!("s{i}{j}"), channels).await;
+            }
+        }
+        for (i, addr) in instances.iter().enumerate() {
+            load.publisher(*addr, &format!("p{i}"), channels.to_vec(), every)
+                .await;
+        }
+        tokio::time::sleep(run).await;
+        load.finish().await
+    }
+
     /// Stops publishing, lets deliveries drain, and compares.
     pub async fn finish(self) -> Report {
         self.stop.store(true, Ordering::Relaxed);
