@@ -105,6 +105,12 @@ pub struct Config {
     #[arg(long, env = "SHARDCAST_HISTORY", value_delimiter = ',')]
     pub history: Vec<Retention>,
 
+    /// Wait this long after the first queued frame before writing to a client, so
+    /// that a burst leaves in one write (0: write at once). Fewer syscalls under
+    /// load, at the price of that much latency.
+    #[arg(long, env = "SHARDCAST_WRITE_COALESCE", value_parser = duration, default_value = "0s")]
+    pub write_coalesce: Duration,
+
     /// Runtime worker threads (default: one per core). Fewer can help when several
     /// instances share a small machine.
     #[arg(long, env = "SHARDCAST_WORKER_THREADS")]
@@ -133,6 +139,7 @@ impl Config {
             drain_timeout: Duration::from_secs(5),
             history: Vec::new(),
             worker_threads: None,
+            write_coalesce: Duration::ZERO,
             log_format: LogFormat::Text,
         }
     }

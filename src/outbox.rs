@@ -114,6 +114,13 @@ impl OutboxReceiver {
         }
     }
 
+    /// Moves up to `max` frames queued right now into `batch`, without waiting.
+    pub fn drain_now(&mut self, batch: &mut Vec<Bytes>, max: usize) {
+        let mut q = self.shared.queue();
+        let n = q.len().min(max);
+        batch.extend(q.drain(..n));
+    }
+
     /// Releases the bytes of frames handed to the socket.
     pub fn written(&self, bytes: usize) {
         self.shared.queued.fetch_sub(bytes, Ordering::AcqRel);

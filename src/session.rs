@@ -465,6 +465,12 @@ async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
                 .await;
             }
             Step::Frames => {
+                if !config.write_coalesce.is_zero() && batch.len() < MAX_BATCH {
+                    // Trade a little latency for fewer, larger writes under load.
+                    tokio::time::sleep(config.write_coalesce).await;
+                    let room = MAX_BATCH - batch.len();
+                    rx.drain_now(&mut batch, room);
+                }
                 write_batch(
                     &mut sink,
                     &rx,

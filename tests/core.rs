@@ -488,3 +488,20 @@ fn metric_labeled(text: &str, name: &str, label: &str) -> f64 {
         })
         .unwrap_or_else(|| panic!("metric {name}{{{label}}} not found in:\n{text}"))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_coalescing_delivers_every_message_in_order() {
+    let server = TestServer::start(config(&["--write-coalesce", "20ms"])).await;
+    let mut s = server.client("s").await;
+    let mut p = server.client("p").await;
+    s.subscribe("burst", 1).await;
+    for n in 0..200u64 {
+        p.send(json!({"op":"publish","channel":"burst","data":n}))
+            .await;
+    }
+    for n in 0..200u64 {
+        assert_eq!(s.next_message().await["data"].as_u64(), Some(n));
+    }
+    s.expect_silence(QUIET).await;
+    server.shutdown().await;
+}
