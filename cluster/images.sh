@@ -160,6 +160,17 @@ build_shardcast() {
     log "built $tag from $bin ($(du -sh "$bin" | cut -f1) binary) in $(ms_since "$t0") ms"
 }
 
+# The default local build also answers to the public name docker-compose.cluster.yml
+# defaults to, so that a plain `docker-compose -f docker-compose.cluster.yml up` finds it
+# locally and never pulls.
+PUBLIC_SHARDCAST=ghcr.io/shardcast/shardcast:latest
+tag_public() {
+    if [[ $1 == shardcast/shardcast:local ]]; then
+        docker tag "$1" "$PUBLIC_SHARDCAST"
+        log "tagged $1 as $PUBLIC_SHARDCAST"
+    fi
+}
+
 what=${1:-base}
 [[ $# -gt 0 ]] && shift
 case $what in
@@ -178,10 +189,12 @@ shardcast)
         esac
     done
     build_shardcast "$bin" "$tag" "$name"
+    tag_public "$tag"
     ;;
 all)
     build_base 0
     build_shardcast "${1:-$REPO/target/release/shardcast}" shardcast/shardcast:local shardcast
+    tag_public shardcast/shardcast:local
     ;;
 -h | --help) sed -n '2,25p' "$0" ;;
 *) die "unknown command: $what (base | shardcast [BINARY] [--tag TAG] [--name NAME] | all [BINARY])" ;;
