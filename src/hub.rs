@@ -359,18 +359,4 @@ impl Hub {
             .bytes_out
             .increment((queued * frame.len()) as u64);
     }
-
-    /// Every channel with at least one local subscriber.
-    pub fn channels(&self) -> Vec<Channel> {
-        self.read()
-            .iter()
-            .filter(|(_, e)| !e.subscribers.is_empty())
-            .map(|(c, _)| c.clone())
-            .collect()
-    }
-
-    /// Local subscriber count of a channel.
-    pub fn subscriber_count(&self, channel: &Channel) -> usize {
-        self.read().get(channel).map_or(0, |e| e.subscribers.len())
-    }
 }

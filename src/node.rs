@@ -185,11 +185,7 @@ impl Node {
     ) -> Result<PublishAck, FrameError> {
         let retention = self.history.retention(&channel);
         if idempotency_key.is_some() && retention.is_none() {
-            return Err(FrameError::new(
-                None,
-                ErrorCode::NoHistory,
-                format!("`idempotency_key` needs a history channel; `{channel}` keeps none"),
-            ));
+            return Err(idempotency_without_history(&channel));
         }
         self.metrics.messages_in.increment(1);
         let publication = Publication {
@@ -208,6 +204,15 @@ impl Node {
                 FrameError::new(None, ErrorCode::Unavailable, e.to_string())
             })
     }
+}
+
+/// The refusal of an idempotency key on a channel that keeps no history.
+fn idempotency_without_history(channel: &Channel) -> FrameError {
+    FrameError::new(
+        None,
+        ErrorCode::NoHistory,
+        format!("`idempotency_key` needs a history channel; `{channel}` keeps none"),
+    )
 }
 
 /// One publish request of a connection.
@@ -251,14 +256,7 @@ impl Node {
         let mut batch = Vec::with_capacity(requests.len());
         for r in requests {
             if r.idempotency_key.is_some() {
-                out.push(Some(Err(FrameError::new(
-                    None,
-                    ErrorCode::NoHistory,
-                    format!(
-                        "`idempotency_key` needs a history channel; `{}` keeps none",
-                        r.channel
-                    ),
-                ))));
+                out.push(Some(Err(idempotency_without_history(&r.channel))));
                 continue;
             }
             out.push(None);

@@ -654,15 +654,6 @@ impl Drop for Instance {
     }
 }
 
-/// Polls `check` until it returns true or `within` passes.
-pub async fn eventually<F: FnMut() -> bool>(within: Duration, what: &str, mut check: F) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Channels whose slots are owned by the primary at `port`, drawn from `prefix:0..`.
 pub fn channels_on(cluster: &RedisCluster, port: u16, prefix: &str, n: usize) -> Vec<String> {
     let owners = cluster.slot_owners(port);

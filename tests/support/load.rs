@@ -272,14 +272,4 @@ impl Report {
         }
         o
     }
-
-    /// The first delivery to anyone of a publication acknowledged after `t`.
-    pub fn first_delivery_after(&self, t: Instant) -> Option<Instant> {
-        self.received
-            .values()
-            .flatten()
-            .filter(|d| d.at > t)
-            .map(|d| d.at)
-            .min()
-    }
 }
