@@ -57,15 +57,19 @@ if known "$master_id"; then
 else
     cluster_cmd add-node "$SC_HOST:$port" "$SC_HOST:$seed"
 fi
-# add-node --cluster-slave looks the master up in the seed's view: wait until all know it.
+# Every node should know the new master before its replicas join.
 existing=$(live_ports | grep -vxF -f <(echo "$replica_ports") || true)
 wait_for 30 "every node to know master $port" nodes_know "$master_id" $existing
+# Replicas join as empty nodes and are made replicas once they themselves know the
+# master by gossip (`add-node --cluster-slave` sends REPLICATE right after MEET and can
+# fail with "Unknown node" when gossip is slower).
 for p in $replica_ports; do
     rid=$(node_id "$p")
     if ! known "$rid"; then
-        cluster_cmd add-node "$SC_HOST:$p" "$SC_HOST:$seed" \
-            --cluster-slave --cluster-master-id "$master_id"
-    elif ! rcli "$p" cluster nodes | tr -d '\r' | grep -q "myself,slave $master_id "; then
+        cluster_cmd add-node "$SC_HOST:$p" "$SC_HOST:$seed"
+    fi
+    if ! rcli "$p" cluster nodes | tr -d '\r' | grep -q "myself,slave $master_id "; then
+        wait_for 30 "node $p to know master $port" nodes_know "$master_id" "$p"
         rcli "$p" cluster replicate "$master_id" >&2
     fi
 done

@@ -420,17 +420,27 @@ impl RedisCluster {
             let r = start_node().await;
             let rp = format!("127.0.0.1:{}", r.port);
             let rport = r.port;
-            redis_cli(&[
-                "--cluster",
-                "add-node",
-                &rp,
-                &seed,
-                "--cluster-slave",
-                "--cluster-master-id",
-                &pid,
-            ]);
+            // Joined as an empty node first, then made a replica once it has learned
+            // of its master by gossip: `add-node --cluster-slave` sends REPLICATE right
+            // after MEET and fails with "Unknown node" when gossip is slower.
+            redis_cli(&["--cluster", "add-node", &rp, &seed]);
             self.nodes.push(r);
             self.wait_known(rport).await;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let replicate: redis::RedisResult<Value> = redis::cmd("CLUSTER")
+                    .arg("REPLICATE")
+                    .arg(&pid)
+                    .query(&mut conn(rport));
+                match replicate {
+                    Ok(_) => break,
+                    Err(e) => assert!(
+                        Instant::now() < deadline,
+                        "CLUSTER REPLICATE {pid} on {rport}: {e}"
+                    ),
+                }
+                sleep(Duration::from_millis(100)).await;
+            }
         }
         redis_cli(&[
             "--cluster",
