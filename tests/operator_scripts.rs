@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::Client;
-use support::cluster::Instance;
+use support::cluster::{Instance, free_ports};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -35,27 +35,6 @@ fn script(name: &str, args: &[&str], env: &[(&str, String)]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
-}
-
-/// A base port with room for 8 nodes and their bus ports.
-fn free_base() -> u16 {
-    'search: for _ in 0..200 {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let base = l.local_addr().expect("addr").port();
-        drop(l);
-        if !(20000..45000).contains(&base) {
-            continue;
-        }
-        for p in base..base + 8 {
-            if TcpListener::bind(("127.0.0.1", p)).is_err()
-                || TcpListener::bind(("127.0.0.1", p + 10000)).is_err()
-            {
-                continue 'search;
-            }
-        }
-        return base;
-    }
-    panic!("no free port range");
 }
 
 fn masters(port: u16) -> usize {
@@ -96,7 +75,8 @@ impl Drop for StopCluster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_cluster_scripts_scale_out_and_in_while_shardcast_serves() {
-    let base = free_base();
+    // Room for 8 nodes (3+3, then a shard of 1+1) and their bus ports.
+    let base = free_ports(8);
     let dir = std::env::temp_dir().join(format!("shardcast-ops-{}", std::process::id()));
     let dir = dir.to_string_lossy().into_owned();
     let _stop = StopCluster(dir.clone());

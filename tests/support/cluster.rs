@@ -31,16 +31,23 @@ pub fn redis_image() -> (String, String) {
     }
 }
 
-/// A free loopback port whose cluster-bus port (+10000) is free too.
-fn free_port_pair() -> u16 {
-    for _ in 0..200 {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = l.local_addr().expect("addr").port();
-        if port < 55000 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
-            return port;
+/// A run of `count` free loopback ports whose cluster-bus ports (+10000) are free too,
+/// below the kernel's ephemeral range (32768 and up here): ports handed out by
+/// `bind(0)` or taken by outgoing connections could be grabbed by the test's own
+/// client sockets between this check and the Redis node binding them.
+pub fn free_ports(count: u16) -> u16 {
+    'search: for _ in 0..500 {
+        let base = 11_000 + (rand::random::<u16>() % 11_000);
+        for p in base..base + count {
+            if TcpListener::bind(("127.0.0.1", p)).is_err()
+                || TcpListener::bind(("127.0.0.1", p + 10_000)).is_err()
+            {
+                continue 'search;
+            }
         }
+        return base;
     }
-    panic!("no free port pair found");
+    panic!("no run of {count} free port pairs found");
 }
 
 pub struct RedisNode {
@@ -91,7 +98,7 @@ fn text(v: &Value) -> String {
 }
 
 async fn start_node() -> RedisNode {
-    let port = free_port_pair();
+    let port = free_ports(1);
     let (name, tag) = redis_image();
     let p = port.to_string();
     let container = GenericImage::new(name.clone(), tag.clone())
