@@ -22,6 +22,8 @@ use tokio::time::{Instant, sleep};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async, connect_async_with_config};
 
+mod wire;
+
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 #[derive(Parser, Debug)]
@@ -343,30 +345,48 @@ async fn run_load(cli: &Cli, scenario: Scenario, load: &Load) -> Result<Report, 
     let mut readers = Vec::new();
     for ws in sockets {
         let stop = stop.clone();
+        let MaybeTlsStream::Plain(tcp) = ws.into_inner() else {
+            return Err("the tool speaks ws:// only".into());
+        };
         readers.push(tokio::spawn(async move {
-            let mut ws = ws;
+            let mut rd = wire::Reader::new(tcp);
             let mut seen = Seen::new();
-            loop {
+            'read: loop {
+                while let Some(frame) = rd.next_frame() {
+                    let ping = match frame {
+                        wire::Frame::Text(t) => {
+                            match serde_json::from_slice::<Frame>(t) {
+                                Ok(Frame {
+                                    op: "message",
+                                    data: Some(p),
+                                }) => seen.record(p.s, p.t),
+                                _ => seen.errors += 1,
+                            }
+                            None
+                        }
+                        wire::Frame::Ping(p) => Some(p.to_vec()),
+                        wire::Frame::Close => break 'read,
+                        wire::Frame::Other => None,
+                    };
+                    if let Some(p) = ping {
+                        if rd.pong(p).await.is_err() {
+                            break 'read;
+                        }
+                    }
+                }
                 let wait = if stop.load(Ordering::Relaxed) {
                     1000
                 } else {
                     200
                 };
-                match tokio::time::timeout(Duration::from_millis(wait), ws.next()).await {
-                    Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<Frame>(&t) {
-                        Ok(Frame {
-                            op: "message",
-                            data: Some(p),
-                        }) => seen.record(p.s, p.t),
-                        _ => seen.errors += 1,
-                    },
-                    Ok(Some(Ok(_))) => {}
+                match tokio::time::timeout(Duration::from_millis(wait), rd.fill()).await {
+                    Ok(Ok(true)) => {}
                     Ok(_) => break,
                     Err(_) if stop.load(Ordering::Relaxed) => break,
                     Err(_) => {}
                 }
             }
-            let _ = ws.close(None).await;
+            rd.close().await;
             seen
         }));
     }
