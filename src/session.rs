@@ -421,6 +421,8 @@ async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
     // Grows on the first burst only: an idle connection holds no batch buffer.
     let mut batch: Vec<Bytes> = Vec::new();
     let overflow = rx.overflow_signal();
+    // When frames were last written, for write coalescing.
+    let mut last_write: Option<Instant> = None;
 
     let reason = loop {
         if let Some(reason) = close_rx.borrow_and_update().clone() {
@@ -465,11 +467,23 @@ async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
                 .await;
             }
             Step::Frames => {
-                if !config.write_coalesce.is_zero() && batch.len() < MAX_BATCH {
-                    // Trade a little latency for fewer, larger writes under load.
-                    tokio::time::sleep(config.write_coalesce).await;
+                // Adaptive coalescing, in the spirit of Nagle's rule: a connection
+                // that wrote less than `write_coalesce` ago gathers frames until that
+                // much time has passed, so under load it writes at most once per
+                // window, in larger batches (fewer syscalls, fewer wakeups on both
+                // ends); a connection that was quiet writes at once, so at low rates
+                // nothing waits.
+                let window = config.write_coalesce;
+                if let Some(last) = last_write
+                    && batch.len() < MAX_BATCH
+                    && last.elapsed() < window
+                {
+                    sleep_until(last + window).await;
                     let room = MAX_BATCH - batch.len();
                     rx.drain_now(&mut batch, room);
+                }
+                if !window.is_zero() {
+                    last_write = Some(Instant::now());
                 }
                 write_batch(
                     &mut sink,

@@ -727,8 +727,12 @@ fn pass(inner: &Arc<Inner>, periodic: bool) -> bool {
     };
     let mut st = inner.lock();
     let st = &mut *st;
+    // Channels with a known reason to change (a client came or went, a slot moved).
+    // A periodic full pass also does their work; only changes to the others are
+    // drift, i.e. Redis and our table disagreed without us being told.
+    let mut expected: HashSet<Channel> = HashSet::new();
     let candidates: Vec<Channel> = if std::mem::take(&mut st.full) {
-        st.dirty.clear();
+        expected = std::mem::take(&mut st.dirty);
         let mut all: HashSet<Channel> = st.desired.clone();
         for n in st.nodes.values() {
             all.extend(n.actual.iter().cloned());
@@ -810,7 +814,7 @@ fn pass(inner: &Arc<Inner>, periodic: bool) -> bool {
         }
     }
 
-    let mut issued = 0u64;
+    let mut drift = 0u64;
     let mut resubscribed = 0u64;
     for (addr, slots) in subs {
         let Some(node) = st.nodes.get_mut(&addr) else {
@@ -819,13 +823,13 @@ fn pass(inner: &Arc<Inner>, periodic: bool) -> bool {
         for (_, chs) in slots {
             for batch in chs.chunks(BATCH) {
                 for ch in batch {
+                    drift += u64::from(!expected.contains(ch));
                     node.pending_sub.insert(ch.clone());
                     if st.lost.remove(ch) {
                         resubscribed += 1;
                         st.regained.insert(ch.clone());
                     }
                 }
-                issued += batch.len() as u64;
                 let _ = node.tx.send(NodeCmd::Subscribe(batch.to_vec()));
             }
         }
@@ -837,34 +841,37 @@ fn pass(inner: &Arc<Inner>, periodic: bool) -> bool {
         for (_, chs) in slots {
             for batch in chs.chunks(BATCH) {
                 for ch in batch {
+                    drift += u64::from(!expected.contains(ch));
                     node.pending_unsub.insert(ch.clone());
                 }
-                issued += batch.len() as u64;
                 let _ = node.tx.send(NodeCmd::Unsubscribe(batch.to_vec()));
             }
         }
     }
     inner.metrics.redis_resubscribes.increment(resubscribed);
-    if periodic && issued > 0 {
-        tracing::warn!(changes = issued, "reconciliation repaired drift");
-        inner.metrics.redis_drift_repaired.increment(issued);
+    if periodic && drift > 0 {
+        tracing::warn!(changes = drift, "reconciliation repaired drift");
+        inner.metrics.redis_drift_repaired.increment(drift);
     }
 
-    // Close connections to nodes this instance no longer uses.
-    let needed: HashSet<NodeAddr> = st
-        .desired
-        .iter()
-        .filter_map(|c| {
-            map.subscriber_node(key_slot(c.as_str().as_bytes()), inner.policy)
-                .cloned()
-        })
-        .collect();
-    st.nodes.retain(|addr, n| {
-        needed.contains(addr)
-            || !n.actual.is_empty()
-            || !n.pending_sub.is_empty()
-            || !n.pending_unsub.is_empty()
-    });
+    // Close connections to nodes this instance no longer uses. Only a node with
+    // nothing subscribed or in flight can go, and finding out whether it is still
+    // needed walks every wanted channel: skipped unless there is such a node, since
+    // during a connection storm a pass runs for every few subscribes.
+    let idle = |n: &NodeState| {
+        n.actual.is_empty() && n.pending_sub.is_empty() && n.pending_unsub.is_empty()
+    };
+    if st.nodes.values().any(idle) {
+        let needed: HashSet<NodeAddr> = st
+            .desired
+            .iter()
+            .filter_map(|c| {
+                map.subscriber_node(key_slot(c.as_str().as_bytes()), inner.policy)
+                    .cloned()
+            })
+            .collect();
+        st.nodes.retain(|addr, n| needed.contains(addr) || !idle(n));
+    }
     for (addr, n) in &st.nodes {
         Metrics::redis_node_subscriptions(addr, n.actual.len());
     }

@@ -7,7 +7,6 @@
 //! with --server-pid; the tool reports its own CPU so that it is visible when the
 //! load generator, not the server, is the bottleneck.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,13 +14,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::{Parser, Subcommand, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
-use tokio::net::TcpSocket;
+use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, sleep};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async, connect_async_with_config};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
+mod idle;
 mod wire;
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
@@ -75,6 +74,19 @@ enum Mode {
         #[arg(long, default_value_t = 10)]
         hold: u64,
         /// Source addresses 127.0.0.2.. to spread connections over (ports per address are limited).
+        #[arg(long, default_value_t = 4)]
+        sources: u8,
+        /// Tool processes to hold them (each is limited by its RLIMIT_NOFILE).
+        #[arg(long, default_value_t = 1)]
+        procs: usize,
+    },
+    /// One share of `idle --procs`, run by the tool itself.
+    #[command(hide = true)]
+    IdleWorker {
+        #[arg(long)]
+        first: usize,
+        #[arg(long)]
+        count: usize,
         #[arg(long, default_value_t = 4)]
         sources: u8,
     },
@@ -214,25 +226,34 @@ struct Report {
     bench_is_bottleneck: bool,
 }
 
-#[derive(Deserialize)]
-struct Frame<'a> {
-    op: &'a str,
-    #[serde(default)]
-    data: Option<Stamp>,
+/// The publisher's stamp `(t, s)` in a message frame, read by position rather than
+/// by a full JSON parse: the frame is `{"op":"message","channel":..,"data":{"t":..,"s":..,..`
+/// because the server passes `data` through byte for byte and the tool wrote it in
+/// that order. Anything else is counted as an error frame. (A full parse was a third
+/// of the tool's CPU, which it takes from the servers it measures.)
+fn stamp(frame: &[u8]) -> Option<(u64, u64)> {
+    fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+        hay.windows(needle.len()).position(|w| w == needle)
+    }
+    fn number(b: &[u8]) -> Option<(u64, usize)> {
+        let digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
+        let text = std::str::from_utf8(b.get(..digits)?).ok()?;
+        Some((text.parse().ok()?, digits))
+    }
+    let rest = frame.strip_prefix(br#"{"op":"message","#)?;
+    let at = find(rest, br#""data":{"t":"#)? + 12;
+    let (t, n) = number(rest.get(at..)?)?;
+    let rest = rest.get(at + n..)?.strip_prefix(br#","s":"#)?;
+    let (s, _) = number(rest)?;
+    Some((t, s))
 }
 
-/// What a subscriber reads of a payload: the padding is skipped, not allocated.
-#[derive(Deserialize)]
-struct Stamp {
-    t: u64,
-    s: u64,
-}
-
-#[derive(Serialize)]
-struct Payload {
-    t: u64,
-    s: u64,
-    pad: String,
+/// A publish frame, written by hand so that `data` keeps the order `t`, `s`, `pad`
+/// that [`stamp`] reads (a `serde_json::Value` map would sort the keys).
+fn publish_frame(channel: usize, sent_us: u64, seq: u64, pad: &str) -> String {
+    format!(
+        r#"{{"op":"publish","channel":"bench:{channel}","data":{{"t":{sent_us},"s":{seq},"pad":"{pad}"}}}}"#
+    )
 }
 
 /// What one subscriber saw.
@@ -355,12 +376,9 @@ async fn run_load(cli: &Cli, scenario: Scenario, load: &Load) -> Result<Report, 
                 while let Some(frame) = rd.next_frame() {
                     let ping = match frame {
                         wire::Frame::Text(t) => {
-                            match serde_json::from_slice::<Frame>(t) {
-                                Ok(Frame {
-                                    op: "message",
-                                    data: Some(p),
-                                }) => seen.record(p.s, p.t),
-                                _ => seen.errors += 1,
+                            match stamp(t) {
+                                Some((sent, seq)) => seen.record(seq, sent),
+                                None => seen.errors += 1,
                             }
                             None
                         }
@@ -423,9 +441,10 @@ async fn run_load(cli: &Cli, scenario: Scenario, load: &Load) -> Result<Report, 
                     rng ^= rng << 17;
                     let ch = (rng % counters.len() as u64) as usize;
                     let s = counters[ch].fetch_add(1, Ordering::Relaxed);
-                    let data = Payload { t: now_us(), s, pad: pad.clone() };
-                    let frame = serde_json::json!({"op":"publish","channel":format!("bench:{ch}"),"data":data});
-                    ws.feed(Message::text(frame.to_string())).await.map_err(|e| e.to_string())?;
+                    let frame = publish_frame(ch, now_us(), s, &pad);
+                    ws.feed(Message::text(frame))
+                        .await
+                        .map_err(|e| e.to_string())?;
                     sent += 1;
                 }
                 ws.flush().await.map_err(|e| e.to_string())?;
@@ -537,98 +556,6 @@ fn write_json(cli: &Cli, value: &impl Serialize) {
             Err(e) => eprintln!("cannot serialize report: {e}"),
         }
     }
-}
-
-#[derive(Serialize)]
-struct IdleReport {
-    connections: usize,
-    connected: usize,
-    server_rss_before_mib: f64,
-    server_rss_after_mib: f64,
-    server_kib_per_connection: f64,
-    bench_rss_mib: f64,
-}
-
-async fn idle(cli: &Cli, connections: usize, hold: u64, sources: u8) -> Result<(), String> {
-    let pid = cli.server_pid.first().map(|p| p.to_string());
-    let before = pid.as_deref().map(rss_kib).unwrap_or(0);
-    let url = cli.url.first().ok_or("no --url")?.clone();
-    let rest = url.strip_prefix("ws://").ok_or("idle needs a ws:// url")?;
-    let host = rest.split('/').next().unwrap_or(rest);
-    let addr: SocketAddr = host.parse().map_err(|e| format!("{host}: {e}"))?;
-    let gate = Arc::new(Semaphore::new(512));
-    let mut tasks = Vec::new();
-    let stop = Arc::new(AtomicBool::new(false));
-    for i in 0..connections {
-        let (gate, url, stop) = (gate.clone(), format!("{url}?user=idle-{i}"), stop.clone());
-        let src = IpAddr::V4(Ipv4Addr::new(
-            127,
-            0,
-            0,
-            2 + (i % sources.max(1) as usize) as u8,
-        ));
-        tasks.push(tokio::spawn(async move {
-            let ws = {
-                let _permit = gate.acquire_owned().await.ok()?;
-                let socket = TcpSocket::new_v4().ok()?;
-                socket.bind(SocketAddr::new(src, 0)).ok()?;
-                let stream = socket.connect(addr).await.ok()?;
-                let _ = stream.set_nodelay(true);
-                let (ws, _) = client_async(url, stream).await.ok()?;
-                ws
-            };
-            let mut ws = ws;
-            // Keep reading so pings are answered, until told to stop.
-            while !stop.load(Ordering::Relaxed) {
-                match tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
-                    Ok(Some(Ok(_))) | Err(_) => {}
-                    Ok(_) => return Some(false),
-                }
-            }
-            Some(true)
-        }));
-    }
-    // Wait for the handshakes, then let the server settle.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while Arc::strong_count(&gate) > 1
-        && gate.available_permits() < 512
-        && Instant::now() < deadline
-    {
-        sleep(Duration::from_millis(200)).await;
-    }
-    sleep(Duration::from_secs(hold)).await;
-    let after = pid.as_deref().map(rss_kib).unwrap_or(0);
-    let own = rss_kib("self");
-    stop.store(true, Ordering::Relaxed);
-    let mut connected = 0;
-    for t in tasks {
-        if let Ok(Some(_)) = t.await {
-            connected += 1;
-        }
-    }
-    let r = IdleReport {
-        connections,
-        connected,
-        server_rss_before_mib: before as f64 / 1024.0,
-        server_rss_after_mib: after as f64 / 1024.0,
-        server_kib_per_connection: after.saturating_sub(before) as f64 / connected.max(1) as f64,
-        bench_rss_mib: own as f64 / 1024.0,
-    };
-    println!(
-        "{:<28} {} of {}",
-        "connections held", r.connected, r.connections
-    );
-    println!(
-        "{:<28} {:.1} MiB -> {:.1} MiB",
-        "server RSS", r.server_rss_before_mib, r.server_rss_after_mib
-    );
-    println!(
-        "{:<28} {:.2} KiB",
-        "server per connection", r.server_kib_per_connection
-    );
-    println!("{:<28} {:.1} MiB", "bench RSS", r.bench_rss_mib);
-    write_json(cli, &r);
-    Ok(())
 }
 
 #[derive(Serialize)]
@@ -774,7 +701,25 @@ async fn run(cli: Cli) -> Result<(), String> {
             connections,
             hold,
             sources,
-        } => idle(&cli, connections, hold, sources).await?,
+            procs,
+        } => {
+            let r = idle::run(idle::Plan {
+                urls: &cli.url,
+                pids: &cli.server_pid,
+                connections,
+                hold,
+                sources,
+                procs,
+            })
+            .await?;
+            idle::print(&r);
+            write_json(&cli, &r);
+        }
+        Mode::IdleWorker {
+            first,
+            count,
+            sources,
+        } => idle::worker(&cli.url, first, count, sources).await?,
         Mode::Storm { clients, channels } => storm(&cli, clients, channels).await?,
     }
     Ok(())
@@ -789,5 +734,28 @@ async fn main() -> std::process::ExitCode {
             eprintln!("shardcast-bench: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{publish_frame, stamp};
+
+    #[test]
+    fn stamp_reads_the_publishers_fields_and_refuses_anything_else() {
+        let f = br#"{"op":"message","channel":"bench:0","data":{"t":1700000000123456,"s":42,"pad":"xx"},"from":"p"}"#;
+        assert_eq!(stamp(f), Some((1_700_000_000_123_456, 42)));
+        let published: serde_json::Value =
+            serde_json::from_str(&publish_frame(3, 17, 5, "xx")).expect("valid JSON");
+        assert_eq!(published["data"]["s"], 5);
+        assert_eq!(stamp(br#"{"op":"error","code":"x"}"#), None);
+        assert_eq!(
+            stamp(br#"{"op":"message","channel":"a","data":{"s":1,"t":2}}"#),
+            None
+        );
+        assert_eq!(
+            stamp(br#"{"op":"message","channel":"a","data":{"t":,"s":1}}"#),
+            None
+        );
     }
 }

@@ -1,0 +1,304 @@
+//! `idle` mode: hold N idle WebSocket connections and report the servers' RSS per
+//! connection.
+//!
+//! One process can hold only as many sockets as its `RLIMIT_NOFILE` allows (20,000
+//! hard on the machines this was written on, and raising it needs a capability they
+//! do not grant). So the tool can split the connections over `--procs` copies of
+//! itself (the hidden `idle-worker` mode), and the connections are spread round-robin
+//! over every `--url`, so 3 instances holding 16,667 each make 50,000. Source
+//! addresses 127.0.0.2.. spread the ephemeral ports, which are per source address.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpSocket;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep};
+use tokio_tungstenite::client_async_with_config;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// Connections `first..first + count` of a run, held by this process.
+pub struct Holding {
+    tasks: Vec<JoinHandle<bool>>,
+    stop: Arc<AtomicBool>,
+    pub connected: usize,
+}
+
+/// Opens the connections and returns once every handshake finished or failed.
+pub async fn open(
+    urls: &[String],
+    first: usize,
+    count: usize,
+    sources: u8,
+) -> Result<Holding, String> {
+    let mut addrs = Vec::new();
+    for url in urls {
+        let rest = url.strip_prefix("ws://").ok_or("idle needs ws:// urls")?;
+        let host = rest.split('/').next().unwrap_or(rest);
+        addrs.push(
+            host.parse::<SocketAddr>()
+                .map_err(|e| format!("{host}: {e}"))?,
+        );
+    }
+    let gate = Arc::new(Semaphore::new(512));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, done) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut tasks = Vec::with_capacity(count);
+    for i in first..first + count {
+        let (addr, url) = (
+            addrs[i % addrs.len()],
+            format!("{}?user=idle-{i}", urls[i % urls.len()]),
+        );
+        let src = IpAddr::V4(Ipv4Addr::new(
+            127,
+            0,
+            0,
+            2 + (i % sources.max(1) as usize) as u8,
+        ));
+        let (gate, stop, ok, done) = (gate.clone(), stop.clone(), ok.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let connect = async {
+                let _permit = gate.acquire_owned().await.ok()?;
+                let socket = TcpSocket::new_v4().ok()?;
+                socket.bind(SocketAddr::new(src, 0)).ok()?;
+                let stream = socket.connect(addr).await.ok()?;
+                let _ = stream.set_nodelay(true);
+                // Small buffers: the tool's own memory is not what is measured, but at
+                // tungstenite's default 128 KiB read buffer 50,000 clients need 6 GiB.
+                let config = WebSocketConfig::default()
+                    .read_buffer_size(4096)
+                    .write_buffer_size(0);
+                client_async_with_config(url, stream, Some(config))
+                    .await
+                    .ok()
+                    .map(|(ws, _)| ws)
+            };
+            let ws = connect.await;
+            done.fetch_add(1, Ordering::Relaxed);
+            let Some(mut ws) = ws else { return false };
+            ok.fetch_add(1, Ordering::Relaxed);
+            // Keep reading so that pings are answered, until told to stop; false if
+            // the server closed the connection meanwhile.
+            while !stop.load(Ordering::Relaxed) {
+                match tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
+                    Ok(Some(Ok(_))) | Err(_) => {}
+                    Ok(_) => return false,
+                }
+            }
+            true
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while done.load(Ordering::Relaxed) < count && Instant::now() < deadline {
+        sleep(Duration::from_millis(200)).await;
+    }
+    Ok(Holding {
+        tasks,
+        stop,
+        connected: ok.load(Ordering::Relaxed),
+    })
+}
+
+impl Holding {
+    /// Stops holding; returns how many connections were still open.
+    pub async fn release(self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut held = 0;
+        for t in self.tasks {
+            if let Ok(true) = t.await {
+                held += 1;
+            }
+        }
+        held
+    }
+}
+
+/// The hidden `idle-worker` mode: open a share, say `connected N`, hold until a line
+/// (or end of input) arrives on stdin, say `held N`.
+pub async fn worker(
+    urls: &[String],
+    first: usize,
+    count: usize,
+    sources: u8,
+) -> Result<(), String> {
+    let holding = open(urls, first, count, sources).await?;
+    println!("connected {}", holding.connected);
+    let mut line = String::new();
+    let _ = BufReader::new(tokio::io::stdin())
+        .read_line(&mut line)
+        .await;
+    println!("held {}", holding.release().await);
+    Ok(())
+}
+
+/// A share held by a child process.
+struct Child {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Child {
+    async fn spawn(
+        urls: &[String],
+        first: usize,
+        count: usize,
+        sources: u8,
+    ) -> Result<Child, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut child = tokio::process::Command::new(exe)
+            .arg("--url")
+            .arg(urls.join(","))
+            .arg("idle-worker")
+            .args(["--first", &first.to_string(), "--count", &count.to_string()])
+            .args(["--sources", &sources.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("spawn idle worker: {e}"))?;
+        let stdout = child.stdout.take().ok_or("worker stdout")?;
+        Ok(Child {
+            child,
+            lines: BufReader::new(stdout).lines(),
+        })
+    }
+
+    /// The number after `word` on the worker's next line.
+    async fn expect(&mut self, word: &str) -> Result<usize, String> {
+        let line = self.lines.next_line().await.map_err(|e| e.to_string())?;
+        line.as_deref()
+            .and_then(|l| l.strip_prefix(word))
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| format!("idle worker said {line:?}, expected {word}"))
+    }
+
+    async fn release(mut self) -> Result<usize, String> {
+        if let Some(mut stdin) = self.child.stdin.take() {
+            let _ = stdin.write_all(b"stop\n").await;
+        }
+        let held = self.expect("held").await;
+        let _ = self.child.wait().await;
+        held
+    }
+}
+
+#[derive(Serialize)]
+pub struct IdleReport {
+    pub connections: usize,
+    pub connected: usize,
+    /// Still open when the tool let go: the servers dropped none meanwhile.
+    pub held: usize,
+    pub processes: usize,
+    pub instances: usize,
+    pub server_rss_before_mib: f64,
+    pub server_rss_after_mib: f64,
+    /// RSS growth of each server process, MiB.
+    pub server_rss_growth_mib: Vec<f64>,
+    pub server_kib_per_connection: f64,
+    /// RSS of the process that holds the most connections (this one, or a worker).
+    pub bench_rss_mib: f64,
+}
+
+pub struct Plan<'a> {
+    pub urls: &'a [String],
+    pub pids: &'a [u32],
+    pub connections: usize,
+    pub hold: u64,
+    pub sources: u8,
+    pub procs: usize,
+}
+
+pub async fn run(plan: Plan<'_>) -> Result<IdleReport, String> {
+    let rss = |pid: &u32| crate::rss_kib(&pid.to_string());
+    let before: Vec<u64> = plan.pids.iter().map(rss).collect();
+    let procs = plan.procs.max(1);
+    let share = plan.connections.div_ceil(procs);
+    let (mut connected, mut bench_rss) = (0, 0);
+    let held;
+    if procs == 1 {
+        let holding = open(plan.urls, 0, plan.connections, plan.sources).await?;
+        connected = holding.connected;
+        sleep(Duration::from_secs(plan.hold)).await;
+        let after: Vec<u64> = plan.pids.iter().map(rss).collect();
+        bench_rss = crate::rss_kib("self");
+        held = holding.release().await;
+        return Ok(report(&plan, &before, &after, connected, held, bench_rss));
+    }
+    let mut children = Vec::new();
+    for p in 0..procs {
+        let first = p * share;
+        let count = share.min(plan.connections.saturating_sub(first));
+        children.push(Child::spawn(plan.urls, first, count, plan.sources).await?);
+    }
+    for c in &mut children {
+        connected += c.expect("connected").await?;
+        if let Some(pid) = c.child.id() {
+            bench_rss = bench_rss.max(crate::rss_kib(&pid.to_string()));
+        }
+    }
+    sleep(Duration::from_secs(plan.hold)).await;
+    let after: Vec<u64> = plan.pids.iter().map(rss).collect();
+    let mut total_held = 0;
+    for c in children {
+        total_held += c.release().await?;
+    }
+    held = total_held;
+    Ok(report(&plan, &before, &after, connected, held, bench_rss))
+}
+
+fn report(
+    plan: &Plan<'_>,
+    before: &[u64],
+    after: &[u64],
+    connected: usize,
+    held: usize,
+    bench_rss: u64,
+) -> IdleReport {
+    let (b, a): (u64, u64) = (before.iter().sum(), after.iter().sum());
+    IdleReport {
+        connections: plan.connections,
+        connected,
+        held,
+        processes: plan.procs.max(1),
+        instances: plan.urls.len(),
+        server_rss_before_mib: b as f64 / 1024.0,
+        server_rss_after_mib: a as f64 / 1024.0,
+        server_rss_growth_mib: before
+            .iter()
+            .zip(after)
+            .map(|(b, a)| a.saturating_sub(*b) as f64 / 1024.0)
+            .collect(),
+        server_kib_per_connection: a.saturating_sub(b) as f64 / connected.max(1) as f64,
+        bench_rss_mib: bench_rss as f64 / 1024.0,
+    }
+}
+
+pub fn print(r: &IdleReport) {
+    println!(
+        "{:<28} {} of {} ({} still open at the end)",
+        "connections", r.connected, r.connections, r.held
+    );
+    println!(
+        "{:<28} {} instance(s), {} tool process(es)",
+        "spread over", r.instances, r.processes
+    );
+    println!(
+        "{:<28} {:.1} MiB -> {:.1} MiB (growth per instance: {:?} MiB)",
+        "server RSS", r.server_rss_before_mib, r.server_rss_after_mib, r.server_rss_growth_mib
+    );
+    println!(
+        "{:<28} {:.2} KiB",
+        "server per connection", r.server_kib_per_connection
+    );
+    println!(
+        "{:<28} {:.1} MiB",
+        "bench RSS (largest process)", r.bench_rss_mib
+    );
+}
