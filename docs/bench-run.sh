@@ -18,7 +18,7 @@ for c in 300 900; do for r in 1 2 3; do
   $B --url $U --server-pid $P --json $out/emb-b$c-r$r.json broadcast --clients $c --rate 50 --duration 10 > $out/emb-b$c-r$r.txt
 done; done
 for c in 300 900; do
-  $B --url $U --server-pid $P --json $out/emb-sat$c.json saturate --clients $c --rate 800 --duration 5 --factor 1.4 > $out/emb-sat$c.txt
+  $B --url $U --server-pid $P --json $out/emb-sat$c.json saturate --clients $c --rate 1000 --duration 5 --factor 1.2 > $out/emb-sat$c.txt
 done
 $B --url $U --server-pid $P --json $out/emb-rooms.json rooms --clients 900 --rate 3000 --duration 10 > $out/emb-rooms.txt
 $B --url $U --server-pid $P --json $out/emb-storm.json storm --clients 3000 --channels 300 > $out/emb-storm.txt
@@ -36,8 +36,15 @@ for c in 300 900; do for r in 1 2 3; do
   $B --url $U --server-pid $P --json $out/cl-b$c-r$r.json broadcast --clients $c --rate 50 --duration 10 > $out/cl-b$c-r$r.txt
 done; done
 for c in 300 900; do
-  $B --url $U --server-pid $P --json $out/cl-sat$c.json saturate --clients $c --rate 800 --duration 5 --factor 1.4 > $out/cl-sat$c.txt
+  $B --url $U --server-pid $P --json $out/cl-sat$c.json saturate --clients $c --rate 1000 --duration 5 --factor 1.2 > $out/cl-sat$c.txt
 done
 $B --url $U --server-pid $P --json $out/cl-rooms.json rooms --clients 900 --rate 3000 --duration 10 > $out/cl-rooms.txt
 $B --url $U --server-pid $P --json $out/cl-storm.json storm --clients 3000 --channels 300 > $out/cl-storm.txt
+# 50,000 idle clients: fresh instances, 16,667 each, held by 3 tool processes (one
+# process may hold only RLIMIT_NOFILE sockets, 20,000 here).
+for i in 1 2 3; do kill $(cat /tmp/c$i.pid); done; sleep 1
+for i in 1 2 3; do ./target/release/shardcast --worker-threads 1 --listen 127.0.0.1:809$i --broker redis-cluster --redis-nodes redis://127.0.0.1:7100 > /tmp/c$i.log 2>&1 & echo $! > /tmp/c$i.pid; done
+sleep 1
+P=$(cat /tmp/c1.pid),$(cat /tmp/c2.pid),$(cat /tmp/c3.pid)
+$B --url $U --server-pid $P --json $out/cl-idle.json idle --connections 50000 --hold 10 --sources 4 --procs 3 > $out/cl-idle.txt
 echo done > $out/DONE

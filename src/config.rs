@@ -105,10 +105,11 @@ pub struct Config {
     #[arg(long, env = "SHARDCAST_HISTORY", value_delimiter = ',')]
     pub history: Vec<Retention>,
 
-    /// Wait this long after the first queued frame before writing to a client, so
-    /// that a burst leaves in one write (0: write at once). Fewer syscalls under
-    /// load, at the price of that much latency.
-    #[arg(long, env = "SHARDCAST_WRITE_COALESCE", value_parser = duration, default_value = "0s")]
+    /// Adaptive write coalescing: a connection that wrote less than this long ago
+    /// gathers frames until this much time has passed since that write, so under
+    /// load it writes at most once per window (fewer syscalls and wakeups on both
+    /// ends); a connection that was quiet writes at once. 0 writes every batch at once.
+    #[arg(long, env = "SHARDCAST_WRITE_COALESCE", value_parser = duration, default_value = "2ms")]
     pub write_coalesce: Duration,
 
     /// Runtime worker threads (default: one per core). Fewer can help when several
@@ -139,7 +140,7 @@ impl Config {
             drain_timeout: Duration::from_secs(5),
             history: Vec::new(),
             worker_threads: None,
-            write_coalesce: Duration::ZERO,
+            write_coalesce: Duration::from_millis(2),
             log_format: LogFormat::Text,
         }
     }
