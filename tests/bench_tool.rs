@@ -7,46 +7,57 @@ use std::process::Command;
 
 use support::TestServer;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bench_broadcast_report_accounts_for_every_delivery() {
-    let server = TestServer::memory().await;
-    let json = std::env::temp_dir().join(format!("shardcast-bench-{}.json", std::process::id()));
-    let url = format!("ws://{}/ws", server.addr);
-    let args: Vec<String> = [
-        "--url",
-        url.as_str(),
-        "--server-pid",
-        &std::process::id().to_string(),
-        "--json",
-        json.to_str().expect("utf-8 temp path"),
-        "broadcast",
-        "--clients",
-        "20",
-        "--rate",
-        "200",
-        "--duration",
-        "1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+/// Runs shardcast-bench with `args` (strings) and returns its stdout and JSON report.
+async fn bench(args: &[&str], json: &std::path::Path) -> (String, serde_json::Value) {
+    let mut all: Vec<String> = vec![
+        "--json".into(),
+        json.to_str().expect("utf-8 temp path").into(),
+    ];
+    all.extend(args.iter().map(|s| s.to_string()));
     let out = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_shardcast-bench"))
-            .args(args)
+            .args(all)
             .output()
     })
     .await
     .expect("join")
     .expect("run shardcast-bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let report =
+        serde_json::from_str(&std::fs::read_to_string(json).expect("json report")).expect("json");
+    let _ = std::fs::remove_file(json);
+    (stdout, report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_broadcast_report_accounts_for_every_delivery() {
+    let server = TestServer::memory().await;
+    let json = std::env::temp_dir().join(format!("shardcast-bench-{}.json", std::process::id()));
+    let url = format!("ws://{}/ws", server.addr);
+    let pid = std::process::id().to_string();
+    let (stdout, report) = bench(
+        &[
+            "--url",
+            &url,
+            "--server-pid",
+            &pid,
+            "broadcast",
+            "--clients",
+            "20",
+            "--rate",
+            "200",
+            "--duration",
+            "1",
+        ],
+        &json,
+    )
+    .await;
     assert!(stdout.contains("deliveries/s"), "human table: {stdout}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("json report")).expect("json");
     let published = report["published"].as_u64().expect("published");
     assert!(published >= 150, "about 200 msg/s for 1 s: {report}");
     assert_eq!(
@@ -62,6 +73,8 @@ async fn bench_broadcast_report_accounts_for_every_delivery() {
         (report["lost"].as_u64(), report["duplicated"].as_u64()),
         (Some(0), Some(0))
     );
+    // Every frame was read as a publication (the tool reads stamps by position).
+    assert_eq!(report["errors"].as_u64(), Some(0), "{report}");
     assert!(
         report["latency_ms_p99"].as_f64().is_some_and(|v| v > 0.0),
         "{report}"
@@ -72,6 +85,48 @@ async fn bench_broadcast_report_accounts_for_every_delivery() {
             .is_some_and(|v| v > 0.0),
         "{report}"
     );
-    let _ = std::fs::remove_file(&json);
+    server.shutdown().await;
+}
+
+/// `idle --procs` splits the connections over worker processes (one process may hold
+/// only RLIMIT_NOFILE sockets): every connection must be opened, held to the end and
+/// seen by the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_idle_spreads_connections_over_worker_processes() {
+    let server = TestServer::memory().await;
+    let json = std::env::temp_dir().join(format!("shardcast-idle-{}.json", std::process::id()));
+    let url = format!("ws://{}/ws", server.addr);
+    let pid = std::process::id().to_string();
+    let (stdout, report) = bench(
+        &[
+            "--url",
+            &url,
+            "--server-pid",
+            &pid,
+            "idle",
+            "--connections",
+            "30",
+            "--hold",
+            "1",
+            "--procs",
+            "3",
+        ],
+        &json,
+    )
+    .await;
+    assert!(
+        stdout.contains("server per connection"),
+        "human table: {stdout}"
+    );
+    assert_eq!(report["connected"], 30, "{report}");
+    assert_eq!(report["held"], 30, "{report}");
+    assert_eq!(report["processes"], 3, "{report}");
+    let (_, metrics) = support::http("GET", &server.http_url("/metrics"), None).await;
+    let accepted: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("shardcast_connections_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no connection counter in:\n{metrics}"));
+    assert!(accepted >= 30.0, "the server saw {accepted} connections");
     server.shutdown().await;
 }
