@@ -130,3 +130,88 @@ async fn bench_idle_spreads_connections_over_worker_processes() {
     assert!(accepted >= 30.0, "the server saw {accepted} connections");
     server.shutdown().await;
 }
+
+/// `saturate` steps the rate up and ends with a run at half of the last good rate; a
+/// p99 limit no healthy run reaches keeps the steps going up to `--max-rate`, so the
+/// shape of the report is known in advance while every count is still checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_saturate_ends_with_a_run_at_half_the_last_good_rate() {
+    let server = TestServer::memory().await;
+    let json = std::env::temp_dir().join(format!("shardcast-sat-{}.json", std::process::id()));
+    let url = format!("ws://{}/ws", server.addr);
+    let (stdout, report) = bench(
+        &[
+            "--url",
+            &url,
+            "saturate",
+            "--clients",
+            "10",
+            "--rate",
+            "100",
+            "--duration",
+            "1",
+            "--factor",
+            "2",
+            "--max-rate",
+            "200",
+            "--p99-limit-ms",
+            "60000",
+        ],
+        &json,
+    )
+    .await;
+    assert!(stdout.contains("half of the last good rate"), "{stdout}");
+    let steps = report["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 2, "{report}");
+    for step in steps.iter().chain([&report["half"]]) {
+        assert_eq!(step["lost"].as_u64(), Some(0), "{step}");
+        assert_eq!(step["errors"].as_u64(), Some(0), "{step}");
+        assert!(step["delivered"].as_u64().is_some_and(|d| d > 0), "{step}");
+    }
+    assert_eq!(report["last_good"]["offered_rate"].as_f64(), Some(200.0));
+    assert_eq!(report["half"]["offered_rate"].as_f64(), Some(100.0));
+    server.shutdown().await;
+}
+
+/// `rooms` puts 3 members per room on different instances and accounts for every
+/// delivery; `storm` reconnects every client and counts each resubscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_rooms_and_storm_account_for_every_client() {
+    let server = TestServer::memory().await;
+    let json = std::env::temp_dir().join(format!("shardcast-rooms-{}.json", std::process::id()));
+    let url = format!("ws://{}/ws", server.addr);
+    let (_, rooms) = bench(
+        &[
+            "--url",
+            &url,
+            "rooms",
+            "--clients",
+            "9",
+            "--rate",
+            "60",
+            "--duration",
+            "1",
+        ],
+        &json,
+    )
+    .await;
+    assert_eq!(rooms["clients"].as_u64(), Some(9), "{rooms}");
+    assert!(
+        rooms["published"].as_u64().is_some_and(|p| p >= 30),
+        "{rooms}"
+    );
+    assert_eq!(
+        rooms["expected_deliveries"].as_u64(),
+        rooms["published"].as_u64().map(|p| p * 3),
+        "each publication reaches its room's 3 members: {rooms}"
+    );
+    assert_eq!(rooms["delivered"], rooms["expected_deliveries"], "{rooms}");
+    assert_eq!(rooms["errors"].as_u64(), Some(0), "{rooms}");
+    let (_, storm) = bench(
+        &["--url", &url, "storm", "--clients", "20", "--channels", "5"],
+        &json,
+    )
+    .await;
+    assert_eq!(storm["resubscribed"].as_u64(), Some(20), "{storm}");
+    server.shutdown().await;
+}
