@@ -6,13 +6,17 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
     let config = Config::parse();
+    // Every client is a socket, and a soft open-file limit of 1024 (a common default)
+    // would cap an instance near a thousand clients: raise it to the hard limit, the
+    // most an unprivileged process may. Reported once logging is up.
+    let open_files = rlimit::increase_nofile_limit(u64::MAX);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if let Some(n) = config.worker_threads {
         runtime.worker_threads(n.max(1));
     }
     match runtime.build() {
-        Ok(rt) => rt.block_on(serve(config)),
+        Ok(rt) => rt.block_on(serve(config, open_files)),
         Err(e) => {
             eprintln!("shardcast: cannot start the runtime: {e}");
             std::process::ExitCode::FAILURE
@@ -20,12 +24,16 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn serve(config: Config) -> std::process::ExitCode {
+async fn serve(config: Config, open_files: std::io::Result<u64>) -> std::process::ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+    match open_files {
+        Ok(limit) => tracing::info!(limit, "open-file limit (one per client, plus a few)"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
 
     let listener = match tokio::net::TcpListener::bind(config.listen).await {

@@ -505,3 +505,51 @@ async fn write_coalescing_delivers_every_message_in_order() {
     s.expect_silence(QUIET).await;
     server.shutdown().await;
 }
+
+/// The soft limit of a process's open files, and its hard limit, from /proc.
+fn open_file_limits(pid: u32) -> Option<(String, String)> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut f = line.trim_start_matches("Max open files").split_whitespace();
+    Some((f.next()?.to_string(), f.next()?.to_string()))
+}
+
+/// Every client is a file descriptor: started with a soft limit of 256 (as with a
+/// default of 1024, far below what an instance serves), the binary raises it to the
+/// hard limit.
+#[test]
+fn the_binary_raises_its_open_file_limit_to_the_hard_limit() {
+    let (_, hard) = open_file_limits(std::process::id()).expect("own limits");
+    assert_ne!(hard, "256", "the test needs a hard limit above 256");
+    let mut child = std::process::Command::new("prlimit")
+        .arg("--nofile=256:")
+        .arg(env!("CARGO_BIN_EXE_shardcast"))
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prlimit (util-linux) must be installed for this test");
+    // prlimit sets 256 and then execs the server in the same process: until the exec,
+    // the process is a copy of this one, with this one's limits.
+    let server = std::fs::canonicalize(env!("CARGO_BIN_EXE_shardcast")).expect("binary path");
+    let pid = child.id();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut seen = None;
+    while std::time::Instant::now() < deadline {
+        let running = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        if running.as_deref() == Some(server.as_path()) {
+            seen = open_file_limits(pid);
+            if seen.as_ref().is_some_and(|(soft, _)| *soft == hard) {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        seen,
+        Some((hard.clone(), hard)),
+        "soft limit not raised to the hard one"
+    );
+}

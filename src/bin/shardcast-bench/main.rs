@@ -754,6 +754,8 @@ async fn run(cli: Cli) -> Result<(), String> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Each client is a socket; use as many as this process may (its hard limit).
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
