@@ -482,9 +482,7 @@ async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
                     let room = MAX_BATCH - batch.len();
                     rx.drain_now(&mut batch, room);
                 }
-                if !window.is_zero() {
-                    last_write = Some(Instant::now());
-                }
+                last_write = Some(Instant::now());
                 write_batch(
                     &mut sink,
                     &rx,

@@ -4,11 +4,18 @@
 mod support;
 
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use support::TestServer;
 
-/// Runs shardcast-bench with `args` (strings) and returns its stdout and JSON report.
-async fn bench(args: &[&str], json: &std::path::Path) -> (String, serde_json::Value) {
+/// Runs shardcast-bench with `args` and returns its stdout and JSON report.
+async fn bench(args: &[&str]) -> (String, serde_json::Value) {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let json = std::env::temp_dir().join(format!(
+        "shardcast-bench-{}-{}.json",
+        std::process::id(),
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    ));
     let mut all: Vec<String> = vec![
         "--json".into(),
         json.to_str().expect("utf-8 temp path").into(),
@@ -29,33 +36,29 @@ async fn bench(args: &[&str], json: &std::path::Path) -> (String, serde_json::Va
         String::from_utf8_lossy(&out.stderr)
     );
     let report =
-        serde_json::from_str(&std::fs::read_to_string(json).expect("json report")).expect("json");
-    let _ = std::fs::remove_file(json);
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json report")).expect("json");
+    let _ = std::fs::remove_file(&json);
     (stdout, report)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_broadcast_report_accounts_for_every_delivery() {
     let server = TestServer::memory().await;
-    let json = std::env::temp_dir().join(format!("shardcast-bench-{}.json", std::process::id()));
     let url = format!("ws://{}/ws", server.addr);
     let pid = std::process::id().to_string();
-    let (stdout, report) = bench(
-        &[
-            "--url",
-            &url,
-            "--server-pid",
-            &pid,
-            "broadcast",
-            "--clients",
-            "20",
-            "--rate",
-            "200",
-            "--duration",
-            "1",
-        ],
-        &json,
-    )
+    let (stdout, report) = bench(&[
+        "--url",
+        &url,
+        "--server-pid",
+        &pid,
+        "broadcast",
+        "--clients",
+        "20",
+        "--rate",
+        "200",
+        "--duration",
+        "1",
+    ])
     .await;
     assert!(stdout.contains("deliveries/s"), "human table: {stdout}");
     let published = report["published"].as_u64().expect("published");
@@ -94,25 +97,21 @@ async fn bench_broadcast_report_accounts_for_every_delivery() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_idle_spreads_connections_over_worker_processes() {
     let server = TestServer::memory().await;
-    let json = std::env::temp_dir().join(format!("shardcast-idle-{}.json", std::process::id()));
     let url = format!("ws://{}/ws", server.addr);
     let pid = std::process::id().to_string();
-    let (stdout, report) = bench(
-        &[
-            "--url",
-            &url,
-            "--server-pid",
-            &pid,
-            "idle",
-            "--connections",
-            "30",
-            "--hold",
-            "1",
-            "--procs",
-            "3",
-        ],
-        &json,
-    )
+    let (stdout, report) = bench(&[
+        "--url",
+        &url,
+        "--server-pid",
+        &pid,
+        "idle",
+        "--connections",
+        "30",
+        "--hold",
+        "1",
+        "--procs",
+        "3",
+    ])
     .await;
     assert!(
         stdout.contains("server per connection"),
@@ -137,28 +136,24 @@ async fn bench_idle_spreads_connections_over_worker_processes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_saturate_ends_with_a_run_at_half_the_last_good_rate() {
     let server = TestServer::memory().await;
-    let json = std::env::temp_dir().join(format!("shardcast-sat-{}.json", std::process::id()));
     let url = format!("ws://{}/ws", server.addr);
-    let (stdout, report) = bench(
-        &[
-            "--url",
-            &url,
-            "saturate",
-            "--clients",
-            "10",
-            "--rate",
-            "100",
-            "--duration",
-            "1",
-            "--factor",
-            "2",
-            "--max-rate",
-            "200",
-            "--p99-limit-ms",
-            "60000",
-        ],
-        &json,
-    )
+    let (stdout, report) = bench(&[
+        "--url",
+        &url,
+        "saturate",
+        "--clients",
+        "10",
+        "--rate",
+        "100",
+        "--duration",
+        "1",
+        "--factor",
+        "2",
+        "--max-rate",
+        "200",
+        "--p99-limit-ms",
+        "60000",
+    ])
     .await;
     assert!(stdout.contains("half of the last good rate"), "{stdout}");
     let steps = report["steps"].as_array().expect("steps");
@@ -178,22 +173,18 @@ async fn bench_saturate_ends_with_a_run_at_half_the_last_good_rate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_rooms_and_storm_account_for_every_client() {
     let server = TestServer::memory().await;
-    let json = std::env::temp_dir().join(format!("shardcast-rooms-{}.json", std::process::id()));
     let url = format!("ws://{}/ws", server.addr);
-    let (_, rooms) = bench(
-        &[
-            "--url",
-            &url,
-            "rooms",
-            "--clients",
-            "9",
-            "--rate",
-            "60",
-            "--duration",
-            "1",
-        ],
-        &json,
-    )
+    let (_, rooms) = bench(&[
+        "--url",
+        &url,
+        "rooms",
+        "--clients",
+        "9",
+        "--rate",
+        "60",
+        "--duration",
+        "1",
+    ])
     .await;
     assert_eq!(rooms["clients"].as_u64(), Some(9), "{rooms}");
     assert!(
@@ -207,11 +198,7 @@ async fn bench_rooms_and_storm_account_for_every_client() {
     );
     assert_eq!(rooms["delivered"], rooms["expected_deliveries"], "{rooms}");
     assert_eq!(rooms["errors"].as_u64(), Some(0), "{rooms}");
-    let (_, storm) = bench(
-        &["--url", &url, "storm", "--clients", "20", "--channels", "5"],
-        &json,
-    )
-    .await;
+    let (_, storm) = bench(&["--url", &url, "storm", "--clients", "20", "--channels", "5"]).await;
     assert_eq!(storm["resubscribed"].as_u64(), Some(20), "{storm}");
     server.shutdown().await;
 }

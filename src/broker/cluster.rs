@@ -62,6 +62,11 @@ impl NodeState {
     fn holds(&self, ch: &Channel) -> bool {
         self.actual.contains(ch) || self.pending_sub.contains(ch)
     }
+
+    /// Nothing subscribed and nothing in flight: the connection may be closed.
+    fn is_idle(&self) -> bool {
+        self.actual.is_empty() && self.pending_sub.is_empty() && self.pending_unsub.is_empty()
+    }
 }
 
 #[derive(Default)]
@@ -823,7 +828,7 @@ fn pass(inner: &Arc<Inner>, periodic: bool) -> bool {
         for (_, chs) in slots {
             for batch in chs.chunks(BATCH) {
                 for ch in batch {
-                    drift += u64::from(!expected.contains(ch));
+                    drift += u64::from(periodic && !expected.contains(ch));
                     node.pending_sub.insert(ch.clone());
                     if st.lost.remove(ch) {
                         resubscribed += 1;
@@ -841,7 +846,7 @@ fn pass(inner: &Arc<Inner>, periodic: bool) -> bool {
         for (_, chs) in slots {
             for batch in chs.chunks(BATCH) {
                 for ch in batch {
-                    drift += u64::from(!expected.contains(ch));
+                    drift += u64::from(periodic && !expected.contains(ch));
                     node.pending_unsub.insert(ch.clone());
                 }
                 let _ = node.tx.send(NodeCmd::Unsubscribe(batch.to_vec()));
@@ -858,10 +863,7 @@ fn pass(inner: &Arc<Inner>, periodic: bool) -> bool {
     // nothing subscribed or in flight can go, and finding out whether it is still
     // needed walks every wanted channel: skipped unless there is such a node, since
     // during a connection storm a pass runs for every few subscribes.
-    let idle = |n: &NodeState| {
-        n.actual.is_empty() && n.pending_sub.is_empty() && n.pending_unsub.is_empty()
-    };
-    if st.nodes.values().any(idle) {
+    if st.nodes.values().any(NodeState::is_idle) {
         let needed: HashSet<NodeAddr> = st
             .desired
             .iter()
@@ -870,7 +872,8 @@ fn pass(inner: &Arc<Inner>, periodic: bool) -> bool {
                     .cloned()
             })
             .collect();
-        st.nodes.retain(|addr, n| needed.contains(addr) || !idle(n));
+        st.nodes
+            .retain(|addr, n| needed.contains(addr) || !n.is_idle());
     }
     for (addr, n) in &st.nodes {
         Metrics::redis_node_subscriptions(addr, n.actual.len());

@@ -153,7 +153,7 @@ async fn session(
     let mut inflight: VecDeque<Inflight> = VecDeque::new();
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut out = Vec::with_capacity(4096);
-    // When Redis last sent anything. The connection is deemed dead only when the
+    // When bytes last came from Redis. The connection is deemed dead only when the
     // front command has waited UNRESPONSIVE *and* Redis said nothing meanwhile: after
     // a burst of thousands of pipelined SSUBSCRIBEs (a reconnect, a connection storm)
     // on a busy machine, the last one is answered long after it was sent while Redis
@@ -166,10 +166,7 @@ async fn session(
         // Frames already buffered (e.g. after HELLO) are handled before waiting.
         loop {
             match decode(&mut buf) {
-                Ok(Some(frame)) => {
-                    heard = Instant::now();
-                    on_frame(inner, addr, frame, &mut inflight);
-                }
+                Ok(Some(frame)) => on_frame(inner, addr, frame, &mut inflight),
                 Ok(None) => break,
                 Err(e) => return Ended::Lost(e.to_string()),
             }
@@ -198,7 +195,8 @@ async fn session(
             }
             read = rd.read_buf(&mut buf) => match read {
                 Ok(0) => return Ended::Lost("closed by Redis".into()),
-                Ok(_) => {}
+                // One clock read per read, not per message.
+                Ok(_) => heard = Instant::now(),
                 Err(e) => return Ended::Lost(e.to_string()),
             },
             _ = ping.tick() => {

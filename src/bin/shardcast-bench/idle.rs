@@ -215,41 +215,75 @@ pub struct Plan<'a> {
     pub procs: usize,
 }
 
+/// Who holds the connections: this process, or worker processes of the tool.
+enum Holders {
+    Here(Holding),
+    /// Each worker with the number it said it connected.
+    Workers(Vec<(Child, usize)>),
+}
+
+impl Holders {
+    fn connected(&self) -> usize {
+        match self {
+            Holders::Here(h) => h.connected,
+            Holders::Workers(w) => w.iter().map(|(_, n)| n).sum(),
+        }
+    }
+
+    /// RSS of the largest holding process, KiB.
+    fn largest_rss_kib(&self) -> u64 {
+        match self {
+            Holders::Here(_) => crate::rss_kib("self"),
+            Holders::Workers(w) => w
+                .iter()
+                .filter_map(|(c, _)| c.child.id())
+                .map(|pid| crate::rss_kib(&pid.to_string()))
+                .max()
+                .unwrap_or(0),
+        }
+    }
+
+    /// Lets go; returns how many connections were still open.
+    async fn release(self) -> Result<usize, String> {
+        match self {
+            Holders::Here(h) => Ok(h.release().await),
+            Holders::Workers(w) => {
+                let mut held = 0;
+                for (c, _) in w {
+                    held += c.release().await?;
+                }
+                Ok(held)
+            }
+        }
+    }
+}
+
 pub async fn run(plan: Plan<'_>) -> Result<IdleReport, String> {
     let rss = |pid: &u32| crate::rss_kib(&pid.to_string());
     let before: Vec<u64> = plan.pids.iter().map(rss).collect();
     let procs = plan.procs.max(1);
-    let share = plan.connections.div_ceil(procs);
-    let (mut connected, mut bench_rss) = (0, 0);
-    let held;
-    if procs == 1 {
-        let holding = open(plan.urls, 0, plan.connections, plan.sources).await?;
-        connected = holding.connected;
-        sleep(Duration::from_secs(plan.hold)).await;
-        let after: Vec<u64> = plan.pids.iter().map(rss).collect();
-        bench_rss = crate::rss_kib("self");
-        held = holding.release().await;
-        return Ok(report(&plan, &before, &after, connected, held, bench_rss));
-    }
-    let mut children = Vec::new();
-    for p in 0..procs {
-        let first = p * share;
-        let count = share.min(plan.connections.saturating_sub(first));
-        children.push(Child::spawn(plan.urls, first, count, plan.sources).await?);
-    }
-    for c in &mut children {
-        connected += c.expect("connected").await?;
-        if let Some(pid) = c.child.id() {
-            bench_rss = bench_rss.max(crate::rss_kib(&pid.to_string()));
+    let holders = if procs == 1 {
+        Holders::Here(open(plan.urls, 0, plan.connections, plan.sources).await?)
+    } else {
+        let share = plan.connections.div_ceil(procs);
+        let mut workers = Vec::new();
+        for p in 0..procs {
+            let first = p * share;
+            let count = share.min(plan.connections.saturating_sub(first));
+            workers.push(Child::spawn(plan.urls, first, count, plan.sources).await?);
         }
-    }
+        let mut said = Vec::new();
+        for mut c in workers {
+            let n = c.expect("connected").await?;
+            said.push((c, n));
+        }
+        Holders::Workers(said)
+    };
     sleep(Duration::from_secs(plan.hold)).await;
     let after: Vec<u64> = plan.pids.iter().map(rss).collect();
-    let mut total_held = 0;
-    for c in children {
-        total_held += c.release().await?;
-    }
-    held = total_held;
+    let bench_rss = holders.largest_rss_kib();
+    let connected = holders.connected();
+    let held = holders.release().await?;
     Ok(report(&plan, &before, &after, connected, held, bench_rss))
 }
 
