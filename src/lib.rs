@@ -1,25 +1,36 @@
 //! shardcast: a WebSocket fan-out service on Redis Cluster sharded pub/sub.
 //!
-//! Module map (data flows one way: socket -> session -> node/broker -> hub -> sessions):
+//! Data flows one way: socket → [`session`] → [`node`] → [`broker`] → Redis →
+//! broker events → [`hub`] → each session's [`outbox`] → socket. The import graph
+//! follows it: every module imports only modules listed before it here, and
+//! `tests/module_graph.rs` fails when one does not.
 //!
-//! * [`config`]   command-line flags and their `SHARDCAST_*` environment equivalents.
-//! * [`channel`]  the validated [`channel::Channel`] and [`channel::UserId`] newtypes.
-//! * [`protocol`] client protocol v1: every frame a client may send or receive.
-//! * [`outbox`]   a connection's bounded outbound queue (the slow-consumer guard).
-//! * [`hub`]      this node's local subscribers per channel; serializes each message once.
-//! * [`history`]  offsets, epochs and retention per namespace; the in-memory store.
-//! * [`broker`]   the interface to the rest of the deployment, with the in-process
-//!   [`broker::memory`] broker and the Redis Cluster [`broker::cluster`] broker.
-//! * [`slot`], [`topology`] Redis Cluster hash slots and the slot map.
-//! * [`node`]     ties hub and broker together: subscribe/unsubscribe/publish for sessions.
-//! * [`session`]  one WebSocket connection: reader, writer, keepalive.
-//! * [`http`]     the warp routes: `/ws`, `/api/*`, `/healthz`, `/readyz`, `/metrics`.
-//! * [`server`]   `server::run(listener, config, shutdown)`, the one entry point.
-//! * [`shutdown`] the shutdown signal every long-lived task listens to.
-//! * [`metrics`]  Prometheus metrics, created once and shared.
+//! Foundations (no shardcast imports above them):
+//! * [`channel`]     the validated [`channel::Channel`] and [`channel::UserId`] names.
+//! * [`slot`]        Redis Cluster hash slots and per-slot key tags.
+//! * [`shutdown`]    the shutdown signal every long-lived task listens to.
+//! * [`codes`]       the catalogue of error codes and WebSocket close codes.
+//! * [`publication`] the domain types: a publication, a publish acknowledgement.
+//! * [`history`]     offsets, epochs and retention per namespace; a history page.
+//! * [`config`]      command-line flags and their `SHARDCAST_*` environment equivalents.
+//! * [`metrics`]     Prometheus metrics, created once and shared.
+//! * [`protocol`]    client protocol v1: parsing client frames, encoding server frames.
+//! * [`outbox`]      a connection's bounded outbound queue (the slow-consumer guard).
+//!
+//! Roles:
+//! * [`broker`]      the rest of the deployment: [`broker::memory`] (embedded) and
+//!   [`broker::redis`] (Redis Cluster); talks back through
+//!   [`broker::BrokerEventHandler`] only.
+//! * [`hub`]         this instance's local fan-out table; serializes each message once.
+//! * [`node`]        ties hub and broker: the per-channel gate, subscribe, publish,
+//!   the gap filler; implements the broker's event handler.
+//! * [`session`]     one WebSocket connection: reader, writer, publish pipeline.
+//! * [`http`]        the warp routes: `/ws` (the upgrade), `/api/*`, health, metrics.
+//! * [`server`]      `server::run(listener, config, shutdown)`, the one entry point.
 
 pub mod broker;
 pub mod channel;
+pub mod codes;
 pub mod config;
 pub mod history;
 pub mod http;
@@ -28,8 +39,8 @@ pub mod metrics;
 pub mod node;
 pub mod outbox;
 pub mod protocol;
+pub mod publication;
 pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod slot;
-pub mod topology;

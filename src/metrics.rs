@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::protocol::ErrorCode;
+use crate::codes::ErrorCode;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -88,9 +88,7 @@ impl Metrics {
     }
 
     pub fn error(&self, code: ErrorCode) {
-        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
-            self.errors[i].increment(1);
-        }
+        self.errors[code.index()].increment(1);
     }
 
     /// Subscriptions per Redis node, labelled by node address.

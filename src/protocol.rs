@@ -8,70 +8,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
 use crate::channel::{Channel, NameError};
-
-/// Error codes a client may branch on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// Malformed frame: invalid JSON, unknown op, missing or mistyped field, bad name.
-    BadRequest,
-    /// A frame or body over the configured size limit.
-    TooLarge,
-    /// Not allowed, e.g. another user's personal channel.
-    Forbidden,
-    /// A per-connection limit was reached (channels per connection).
-    Limit,
-    /// The broker could not take the request (Redis down, no topology). Retry later.
-    Unavailable,
-    /// Unsubscribe from a channel the connection is not subscribed to.
-    NotSubscribed,
-    /// `since` on a channel without history, or a malformed position.
-    NoHistory,
-    /// A bug on our side; logged.
-    Internal,
-}
-
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::BadRequest => "bad_request",
-            ErrorCode::TooLarge => "too_large",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::Limit => "limit",
-            ErrorCode::Unavailable => "unavailable",
-            ErrorCode::NotSubscribed => "not_subscribed",
-            ErrorCode::NoHistory => "no_history",
-            ErrorCode::Internal => "internal",
-        }
-    }
-
-    pub const ALL: [ErrorCode; 8] = [
-        ErrorCode::BadRequest,
-        ErrorCode::TooLarge,
-        ErrorCode::Forbidden,
-        ErrorCode::Limit,
-        ErrorCode::Unavailable,
-        ErrorCode::NotSubscribed,
-        ErrorCode::NoHistory,
-        ErrorCode::Internal,
-    ];
-}
-
-/// WebSocket close codes shardcast uses (documented in docs/PROTOCOL.md).
-pub mod close {
-    /// Frame over the hard size limit.
-    pub const MESSAGE_TOO_BIG: u16 = 1009;
-    /// Unexpected server error.
-    pub const INTERNAL: u16 = 1011;
-    /// Server shutting down or restarting: reconnect, possibly to another instance.
-    pub const SERVICE_RESTART: u16 = 1012;
-    /// The broker is unavailable, the connection could not be set up: retry later.
-    pub const TRY_AGAIN_LATER: u16 = 1013;
-    /// The client did not read fast enough; its outbound queue overflowed.
-    pub const SLOW_CONSUMER: u16 = 4008;
-    /// No pong (or any frame) within the pong timeout after a ping.
-    pub const KEEPALIVE_TIMEOUT: u16 = 4009;
-}
+pub use crate::codes::ErrorCode;
+use crate::publication::Publication;
 
 /// A resume position: the last offset the client saw and the epoch it belonged to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -321,7 +259,7 @@ impl FrameError {
 }
 
 /// Serializes a `message` frame. Called once per publication per node.
-pub fn message_frame(p: &crate::broker::Publication) -> bytes::Bytes {
+pub fn message_frame(p: &Publication) -> bytes::Bytes {
     #[derive(Serialize)]
     struct Message<'a> {
         op: &'static str,
@@ -409,14 +347,11 @@ mod tests {
 
     #[test]
     fn message_frame_carries_raw_data() {
-        let p = crate::broker::Publication {
-            channel: Channel::parse("c").unwrap(),
-            data: RawValue::from_string("{\"x\":[1,2]}".into()).unwrap(),
-            from: crate::channel::UserId::parse("u").ok(),
-            offset: None,
-            epoch: None,
-            uid: 0,
-        };
+        let p = Publication::new(
+            Channel::parse("c").unwrap(),
+            RawValue::from_string("{\"x\":[1,2]}".into()).unwrap(),
+            crate::channel::UserId::parse("u").ok(),
+        );
         let f = message_frame(&p);
         assert_eq!(
             std::str::from_utf8(&f).unwrap(),

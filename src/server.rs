@@ -2,9 +2,8 @@
 //!
 //! Connections are accepted here and served by hyper with warp's routes as the
 //! service. Doing the accept loop ourselves (rather than `warp::serve`) is what lets
-//! the `/ws` route perform the WebSocket upgrade with its own buffer sizes: each
-//! request's hyper upgrade handle is moved into a cloneable [`UpgradeSlot`] that the
-//! route can extract.
+//! the `/ws` route perform the WebSocket upgrade with its own buffer sizes
+//! ([`crate::http::ws`]).
 
 use std::future::Future;
 use std::time::Duration;
@@ -18,7 +17,7 @@ use tower_service::Service;
 
 use crate::broker::BrokerError;
 use crate::config::Config;
-use crate::http::{self, UpgradeSlot};
+use crate::http::{self, ws::UpgradeSlot};
 use crate::node::Node;
 use crate::shutdown;
 
@@ -60,10 +59,7 @@ pub async fn run(
         let warp_service = warp::service(routes.clone());
         let service =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                if let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>()
-                {
-                    req.extensions_mut().insert(UpgradeSlot::new(on_upgrade));
-                }
+                UpgradeSlot::attach(&mut req);
                 warp_service.clone().call(req)
             });
         let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())

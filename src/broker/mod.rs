@@ -1,105 +1,112 @@
 //! The broker: how publications reach every instance that has subscribers.
 //!
-//! The session and hub code talk to [`Broker`] only; which implementation runs is
-//! a start-up choice (`--broker`). An enum rather than a trait object keeps calls
-//! static and lets each implementation own its async state freely.
+//! The node talks to [`Broker`] only; which implementation runs is a start-up choice
+//! (`--broker`). An enum rather than a trait object keeps calls static and lets each
+//! implementation own its async state freely. The broker talks back to the node
+//! only through the [`BrokerEventHandler`] the node hands it at start (the model is
+//! centrifuge's interface of the same name): it never sees the hub or a session.
 //!
 //! Contract every implementation keeps:
-//! * `subscribe` returns only once publications to the channel will reach
-//!   [`crate::hub::Hub::deliver`] on this node: a publish made after it returns is
-//!   delivered.
+//! * `subscribe` returns only once publications to the channel will reach the event
+//!   handler: a publish made after it returns is delivered.
 //! * `unsubscribe` never fails from the caller's view: the broker forgets the channel
 //!   at once and repairs any leftover server-side subscription itself.
 //! * `publish` returns `Ok` only once the publication was accepted; any other outcome
 //!   is an error the caller reports. Nothing is dropped silently.
 
-pub mod cluster;
 pub mod memory;
-mod resp;
-mod streams;
-mod subscriber;
+pub mod redis;
+pub mod wire;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use serde_json::value::RawValue;
 use thiserror::Error;
 
-use crate::channel::{Channel, UserId};
+use crate::channel::Channel;
 use crate::config::{BrokerKind, Config};
 use crate::history::{HistoryPage, Retention};
-use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::publication::{Publication, PublishAck};
 use crate::shutdown::Shutdown;
 
-/// One publication as it travels between instances.
-#[derive(Debug, Clone)]
-pub struct Publication {
-    pub channel: Channel,
-    pub data: Box<RawValue>,
-    /// The publishing user; `None` for server-side publishes (HTTP API).
-    pub from: Option<UserId>,
-    /// Position in the channel's history, on history channels.
-    pub offset: Option<u64>,
-    /// The history epoch the offset belongs to.
-    pub epoch: Option<Arc<str>>,
-    /// Random id of a plain publication that crossed Redis (0: none), so that a
-    /// publish Redis executed twice (a client-side retry after a timeout) is
-    /// delivered once.
-    pub uid: u64,
+/// What the broker tells the node. Called from the broker's own tasks: an
+/// implementation must not block (the hub's fan-out never waits).
+pub trait BrokerEventHandler: Send + Sync + 'static {
+    /// A publication arrived for a channel this instance subscribed.
+    fn publication(&self, publication: &Publication);
+    /// The subscription of `channel` was lost (slot moved, connection lost) and is
+    /// live again: publications may have been missed meanwhile.
+    fn resubscribed(&self, channel: &Channel);
 }
 
-/// What the broker says once it accepted a publication.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PublishAck {
-    pub offset: Option<u64>,
-    pub epoch: Option<String>,
-}
+/// The handler as the brokers hold it.
+pub type EventHandler = Arc<dyn BrokerEventHandler>;
 
 #[derive(Debug, Error)]
 pub enum BrokerError {
-    /// Temporarily unable to serve: no topology, Redis unreachable, timeouts.
-    #[error("broker unavailable: {0}")]
-    Unavailable(String),
-    /// Redis refused the command for a reason a retry will not fix.
-    #[error("broker refused the request: {0}")]
-    Rejected(String),
+    /// No slot map known yet, and none could be read.
+    #[error("no cluster topology known: {0}")]
+    NoTopology(String),
+    /// Redis did not confirm a subscription in time.
+    #[error("Redis did not confirm the subscription within {0:?}")]
+    SubscribeTimeout(Duration),
+    /// A Redis command failed (unreachable, timed out, refused).
+    #[error("{context}: {source}")]
+    Redis {
+        context: &'static str,
+        #[source]
+        source: ::redis::RedisError,
+    },
+    /// A payload could not be encoded (a bug: the data was valid JSON on entry).
+    #[error("cannot encode the publication: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// One failure that failed every publication of a batch.
+    #[error(transparent)]
+    Batch(Arc<BrokerError>),
     /// Configuration that cannot work (bad seed address, ...): reported at start-up.
     #[error("broker misconfigured: {0}")]
     Config(String),
 }
 
+impl BrokerError {
+    pub(crate) fn redis(context: &'static str) -> impl FnOnce(::redis::RedisError) -> BrokerError {
+        move |source| BrokerError::Redis { context, source }
+    }
+}
+
 pub enum Broker {
     Memory(memory::MemoryBroker),
-    Cluster(cluster::ClusterBroker),
+    Redis(redis::RedisBroker),
 }
 
 impl Broker {
-    /// Starts the broker chosen by `config`, delivering into `hub`.
+    /// Starts the broker chosen by `config`, reporting to `events`.
     pub async fn start(
         config: &Config,
-        hub: Arc<Hub>,
+        events: EventHandler,
         metrics: Metrics,
         shutdown: Shutdown,
     ) -> Result<Broker, BrokerError> {
         Ok(match config.broker {
-            BrokerKind::Memory => Broker::Memory(memory::MemoryBroker::new(hub)),
-            BrokerKind::RedisCluster => Broker::Cluster(
-                cluster::ClusterBroker::start(config, hub, metrics, shutdown).await?,
-            ),
+            BrokerKind::Memory => Broker::Memory(memory::MemoryBroker::new(events)),
+            BrokerKind::RedisCluster => {
+                Broker::Redis(redis::RedisBroker::start(config, events, metrics, shutdown).await?)
+            }
         })
     }
 
     pub async fn subscribe(&self, channel: &Channel) -> Result<(), BrokerError> {
         match self {
             Broker::Memory(b) => b.subscribe(channel).await,
-            Broker::Cluster(b) => b.subscribe(channel).await,
+            Broker::Redis(b) => b.subscribe(channel).await,
         }
     }
 
     pub async fn unsubscribe(&self, channel: &Channel) {
         match self {
             Broker::Memory(b) => b.unsubscribe(channel).await,
-            Broker::Cluster(b) => b.unsubscribe(channel).await,
+            Broker::Redis(b) => b.unsubscribe(channel).await,
         }
     }
 
@@ -114,7 +121,7 @@ impl Broker {
     ) -> Result<PublishAck, BrokerError> {
         match self {
             Broker::Memory(b) => b.publish(publication, retention, idempotency_key).await,
-            Broker::Cluster(b) => b.publish(publication, retention, idempotency_key).await,
+            Broker::Redis(b) => b.publish(publication, retention, idempotency_key).await,
         }
     }
 
@@ -131,7 +138,7 @@ impl Broker {
                 }
                 out
             }
-            Broker::Cluster(b) => b.publish_plain_batch(publications).await,
+            Broker::Redis(b) => b.publish_plain_batch(publications).await,
         }
     }
 
@@ -146,7 +153,7 @@ impl Broker {
     ) -> Result<HistoryPage, BrokerError> {
         match self {
             Broker::Memory(b) => Ok(b.history(channel, retention, since, limit)),
-            Broker::Cluster(b) => b.history(channel, retention, since, limit).await,
+            Broker::Redis(b) => b.history(channel, retention, since, limit).await,
         }
     }
 
@@ -154,15 +161,15 @@ impl Broker {
     pub fn is_ready(&self) -> bool {
         match self {
             Broker::Memory(_) => true,
-            Broker::Cluster(b) => b.is_ready(),
+            Broker::Redis(b) => b.is_ready(),
         }
     }
 
     /// The broker's view of the deployment, for `GET /api/cluster`.
-    pub async fn describe(&self) -> serde_json::Value {
+    pub fn describe(&self) -> serde_json::Value {
         match self {
             Broker::Memory(_) => serde_json::json!({ "broker": "memory" }),
-            Broker::Cluster(b) => b.describe().await,
+            Broker::Redis(b) => b.describe(),
         }
     }
 }

@@ -9,15 +9,16 @@ use serde::Serialize;
 use crate::config::SubscribeFrom;
 use crate::slot::SLOTS;
 
-/// `host:port` of a Redis node, as the cluster announces it.
-pub type NodeAddr = String;
+/// `host:port` of a Redis node, as the cluster announces it (the only "node" in this
+/// module: a shardcast instance is an instance).
+pub type RedisAddr = String;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Shard {
     /// Inclusive slot ranges.
     pub slots: Vec<(u16, u16)>,
-    pub primary: NodeAddr,
-    pub replicas: Vec<NodeAddr>,
+    pub primary: RedisAddr,
+    pub replicas: Vec<RedisAddr>,
 }
 
 /// Which shard serves each slot.
@@ -48,7 +49,7 @@ impl SlotMap {
 
     /// The node this instance subscribes on for `slot`, by policy. Replicas are
     /// chosen by slot so that channels of one slot share a node (and a batch).
-    pub fn subscriber_node(&self, slot: u16, policy: SubscribeFrom) -> Option<&NodeAddr> {
+    pub fn subscriber_node(&self, slot: u16, policy: SubscribeFrom) -> Option<&RedisAddr> {
         let shard = self.shard_of(slot)?;
         let n = shard.replicas.len();
         Some(match policy {
@@ -63,7 +64,7 @@ impl SlotMap {
     }
 
     /// Every node address in the map.
-    pub fn nodes(&self) -> BTreeSet<NodeAddr> {
+    pub fn nodes(&self) -> BTreeSet<RedisAddr> {
         self.shards
             .iter()
             .flat_map(|s| std::iter::once(&s.primary).chain(&s.replicas))
@@ -175,12 +176,12 @@ pub fn parse_cluster_slots(v: &Value) -> Option<Vec<Shard>> {
     for range in ranges {
         let Value::Array(r) = range else { return None };
         let (a, b) = (int(r.first()?)? as u16, int(r.get(1)?)? as u16);
-        let addr = |n: &Value| -> Option<NodeAddr> {
+        let addr = |n: &Value| -> Option<RedisAddr> {
             let Value::Array(n) = n else { return None };
             Some(format!("{}:{}", text(n.first()?)?, int(n.get(1)?)?))
         };
         let primary = addr(r.get(2)?)?;
-        let mut replicas: Vec<NodeAddr> = r.iter().skip(3).filter_map(addr).collect();
+        let mut replicas: Vec<RedisAddr> = r.iter().skip(3).filter_map(addr).collect();
         replicas.sort();
         match out.iter_mut().find(|s| s.primary == primary) {
             Some(s) => s.slots.push((a, b)),

@@ -1,23 +1,26 @@
-//! The embedded broker: a single node, no Redis. Publications go straight to the
-//! local hub, so the hub's subscriber table is the whole subscription state, and
-//! history lives in [`MemoryHistory`] with the same semantics as the Redis streams.
+//! The embedded broker: a single instance, no Redis. Publications go straight to
+//! the node's event handler, so the hub's subscriber table is the whole subscription
+//! state, and history lives in [`store::MemoryHistory`] with the same semantics as
+//! the Redis streams.
 
-use std::sync::Arc;
+mod store;
 
-use super::{BrokerError, Publication, PublishAck};
+use super::{BrokerError, EventHandler};
 use crate::channel::Channel;
-use crate::history::{HistoryPage, MemoryHistory, Retention};
-use crate::hub::Hub;
+use crate::history::{HistoryPage, Retention};
+use crate::publication::{Publication, PublishAck};
+
+use store::MemoryHistory;
 
 pub struct MemoryBroker {
-    hub: Arc<Hub>,
+    events: EventHandler,
     history: MemoryHistory,
 }
 
 impl MemoryBroker {
-    pub fn new(hub: Arc<Hub>) -> MemoryBroker {
+    pub fn new(events: EventHandler) -> MemoryBroker {
         MemoryBroker {
-            hub,
+            events,
             history: MemoryHistory::default(),
         }
     }
@@ -36,13 +39,14 @@ impl MemoryBroker {
         idempotency_key: Option<&str>,
     ) -> Result<PublishAck, BrokerError> {
         let Some(retention) = retention else {
-            self.hub.deliver(&publication);
+            self.events.publication(&publication);
             return Ok(PublishAck::default());
         };
+        // Delivered under the history's lock, so that deliveries leave in offset order.
         let (offset, epoch, _repeat) =
             self.history
                 .append(publication, retention, idempotency_key, |p| {
-                    self.hub.deliver(p)
+                    self.events.publication(p)
                 });
         Ok(PublishAck {
             offset: Some(offset),

@@ -140,12 +140,32 @@ fn parse(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Option<Frame>, Par
 mod tests {
     use super::*;
 
+    fn decode_all(b: &mut BytesMut) -> Vec<Frame> {
+        let mut out = Vec::new();
+        loop {
+            match decode(b) {
+                Ok(Some(f)) => out.push(f),
+                Ok(None) => return out,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
     #[test]
     fn decodes_pushes_errors_and_partial_input() {
         let wire = b">3\r\n$8\r\nsmessage\r\n$2\r\nch\r\n$5\r\nhello\r\n-MOVED 1 h:1\r\n%1\r\n+a\r\n:1\r\n";
+        // Cut anywhere, a prefix decodes to a prefix of the frames (never an error),
+        // and the rest completes them exactly.
+        let full = decode_all(&mut BytesMut::from(&wire[..]));
+        assert_eq!(full.len(), 3);
         for cut in 0..wire.len() {
             let mut b = BytesMut::from(&wire[..cut]);
-            while let Ok(Some(_)) = decode(&mut b) {}
+            let mut got = decode_all(&mut b);
+            assert!(full.starts_with(&got), "cut {cut}: {got:?}");
+            b.extend_from_slice(&wire[cut..]);
+            got.extend(decode_all(&mut b));
+            assert_eq!(got, full, "cut {cut}");
+            assert!(b.is_empty(), "cut {cut}: {} bytes left", b.len());
         }
         let mut b = BytesMut::from(&wire[..]);
         assert_eq!(

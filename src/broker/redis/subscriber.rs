@@ -1,8 +1,9 @@
-//! One RESP3 subscriber connection to one Redis node.
+//! [`RedisSubscriber`]: this instance's one RESP3 subscriber connection to one
+//! Redis node.
 //!
 //! The task connects (with capped, jittered backoff), sends the SSUBSCRIBE and
 //! SUNSUBSCRIBE batches the reconciler hands it, and reads every frame: `smessage`
-//! pushes go straight to the hub (which never waits), subscription pushes and errors
+//! pushes go straight to the node's event handler (which never waits), subscription pushes and errors
 //! are matched to the in-flight command they answer, and a `sunsubscribe` nobody
 //! asked for (slot migrated, failover) is reported as such. It owns no subscription
 //! state: it reports what Redis confirmed and the reconciler decides.
@@ -12,23 +13,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 
-use super::cluster::Inner;
+use super::Shared;
 use super::resp::{Frame, decode, encode};
+use super::topology::RedisAddr;
+use crate::broker::wire;
 use crate::channel::Channel;
-use crate::topology::NodeAddr;
 
-/// A batch for one node; every channel of a batch hashes to the same slot.
-#[derive(Debug)]
-pub enum NodeCmd {
+/// A batch for one Redis node; every channel of a batch hashes to the same slot.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SubscriberCmd {
     Subscribe(Vec<Channel>),
     Unsubscribe(Vec<Channel>),
+}
+
+impl SubscriberCmd {
+    pub fn into_channels(self) -> Vec<Channel> {
+        match self {
+            SubscriberCmd::Subscribe(c) | SubscriberCmd::Unsubscribe(c) => c,
+        }
+    }
 }
 
 /// How long Redis may take to answer anything before the connection is deemed dead.
@@ -51,22 +59,12 @@ struct Inflight {
     sent: Instant,
 }
 
-/// The payload shardcast puts on the wire with SPUBLISH.
-#[derive(Deserialize)]
-pub struct WirePublication<'a> {
-    #[serde(borrow)]
-    pub d: &'a RawValue,
-    #[serde(default)]
-    pub f: Option<&'a str>,
-    #[serde(default)]
-    pub o: Option<u64>,
-    #[serde(default)]
-    pub e: Option<&'a str>,
-    #[serde(default)]
-    pub u: Option<u64>,
-}
-
-pub async fn run(inner: Arc<Inner>, addr: NodeAddr, mut rx: mpsc::UnboundedReceiver<NodeCmd>) {
+/// The connection task of one Redis node; ends when the reconciler drops its sender.
+pub async fn run(
+    inner: Arc<Shared>,
+    addr: RedisAddr,
+    mut rx: mpsc::UnboundedReceiver<SubscriberCmd>,
+) {
     let mut backoff = BACKOFF_MIN;
     loop {
         match connect(&addr, &inner.client_name).await {
@@ -143,11 +141,11 @@ enum Ended {
 }
 
 async fn session(
-    inner: &Arc<Inner>,
-    addr: &NodeAddr,
+    inner: &Arc<Shared>,
+    addr: &RedisAddr,
     stream: TcpStream,
     mut buf: BytesMut,
-    rx: &mut mpsc::UnboundedReceiver<NodeCmd>,
+    rx: &mut mpsc::UnboundedReceiver<SubscriberCmd>,
 ) -> Ended {
     let (mut rd, mut wr) = stream.into_split();
     let mut inflight: VecDeque<Inflight> = VecDeque::new();
@@ -176,8 +174,8 @@ async fn session(
                 let Some(cmd) = cmd else { return Ended::Closed };
                 out.clear();
                 let (kind, verb, channels) = match cmd {
-                    NodeCmd::Subscribe(c) => (Kind::Subscribe, &b"SSUBSCRIBE"[..], c),
-                    NodeCmd::Unsubscribe(c) => (Kind::Unsubscribe, &b"SUNSUBSCRIBE"[..], c),
+                    SubscriberCmd::Subscribe(c) => (Kind::Subscribe, &b"SSUBSCRIBE"[..], c),
+                    SubscriberCmd::Unsubscribe(c) => (Kind::Unsubscribe, &b"SUNSUBSCRIBE"[..], c),
                 };
                 let mut args: Vec<&[u8]> = Vec::with_capacity(channels.len() + 1);
                 args.push(verb);
@@ -230,7 +228,12 @@ async fn session(
     }
 }
 
-fn on_frame(inner: &Arc<Inner>, addr: &NodeAddr, frame: Frame, inflight: &mut VecDeque<Inflight>) {
+fn on_frame(
+    inner: &Arc<Shared>,
+    addr: &RedisAddr,
+    frame: Frame,
+    inflight: &mut VecDeque<Inflight>,
+) {
     match frame {
         Frame::Push(items) => {
             let kind = items.first().and_then(Frame::as_bytes).unwrap_or_default();
@@ -313,7 +316,7 @@ fn on_frame(inner: &Arc<Inner>, addr: &NodeAddr, frame: Frame, inflight: &mut Ve
     }
 }
 
-fn deliver(inner: &Arc<Inner>, channel: &[u8], payload: &[u8]) {
+fn deliver(inner: &Arc<Shared>, channel: &[u8], payload: &[u8]) {
     let Ok(channel) = std::str::from_utf8(channel)
         .map_err(|_| ())
         .and_then(|c| Channel::parse(c).map_err(|_| ()))
@@ -321,10 +324,10 @@ fn deliver(inner: &Arc<Inner>, channel: &[u8], payload: &[u8]) {
         inner.metrics.redis_dropped.increment(1);
         return;
     };
-    let Some(publication) = super::streams::decode(&channel, payload) else {
+    let Some(publication) = wire::decode(&channel, payload) else {
         // Someone else SPUBLISHed to our channel with a foreign format.
         inner.metrics.redis_dropped.increment(1);
         return;
     };
-    inner.hub.deliver(&publication);
+    inner.events.publication(&publication);
 }

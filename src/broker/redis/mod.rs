@@ -1,0 +1,245 @@
+//! The Redis broker: sharded pub/sub on a Redis Cluster, following the topology.
+//!
+//! Subscription state is owned here, not by redis-rs ([`state`]): a single
+//! reconciler task ([`reconciler`]) plans ([`plan`]) and issues SSUBSCRIBE and
+//! SUNSUBSCRIBE batches, one slot per batch (never CROSSSLOT), on one
+//! [`subscriber`] connection per Redis node. Every disturbance (a subscribe request,
+//! an unsolicited `sunsubscribe` after a slot migration, a MOVED, a lost connection,
+//! a changed slot map, the periodic timer) only marks channels dirty and wakes the
+//! reconciler, so there is one code path that subscribes, and it is the one the
+//! tests exercise.
+//!
+//! Publishing and history reads go through redis-rs's cluster connection
+//! ([`publisher`]); the slot map comes from [`discovery`].
+
+mod describe;
+mod discovery;
+mod keys;
+mod plan;
+mod publisher;
+mod reconciler;
+mod resp;
+mod state;
+mod subscriber;
+pub mod topology;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use redis::cluster_async::ClusterConnection;
+use tokio::sync::{Notify, OnceCell, oneshot};
+
+use super::{BrokerError, EventHandler};
+use crate::channel::Channel;
+use crate::config::{Config, SubscribeFrom};
+use crate::history::{HistoryPage, Retention};
+use crate::metrics::Metrics;
+use crate::publication::{Publication, PublishAck};
+use crate::shutdown::Shutdown;
+use state::State;
+use subscriber::SubscriberCmd;
+use topology::{RedisAddr, SlotMap};
+
+/// Longest wait for Redis to confirm a subscription before the client gets `unavailable`.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the reconciler, the subscriber connections and the publishing calls share.
+pub(crate) struct Shared {
+    events: EventHandler,
+    metrics: Metrics,
+    /// `CLIENT SETNAME` of this instance's subscriber connections.
+    client_name: String,
+    policy: SubscribeFrom,
+    seeds: Vec<RedisAddr>,
+    seed_urls: Vec<String>,
+    reconcile_interval: Duration,
+    topology_interval: Duration,
+    topology: RwLock<Option<Arc<SlotMap>>>,
+    state: Mutex<State>,
+    kick: Notify,
+    /// A slot map refresh is due (a hint of change arrived).
+    refresh: AtomicBool,
+    publisher: OnceCell<ClusterConnection>,
+    shutdown: Shutdown,
+}
+
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+}
+
+impl RedisBroker {
+    pub async fn start(
+        config: &Config,
+        events: EventHandler,
+        metrics: Metrics,
+        shutdown: Shutdown,
+    ) -> Result<RedisBroker, BrokerError> {
+        if config.redis_nodes.is_empty() {
+            return Err(BrokerError::Config(
+                "--broker redis-cluster needs --redis-nodes redis://host:port,...".into(),
+            ));
+        }
+        let seeds = config
+            .redis_nodes
+            .iter()
+            .map(|u| discovery::seed_addr(u.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let shared = Arc::new(Shared {
+            events,
+            metrics,
+            client_name: format!("shardcast-sub-{:08x}", rand::random::<u32>()),
+            policy: config.subscribe_from,
+            seed_urls: seeds.iter().map(|s| format!("redis://{s}")).collect(),
+            seeds,
+            reconcile_interval: config.reconcile_interval,
+            topology_interval: config.topology_interval,
+            topology: RwLock::new(None),
+            state: Mutex::new(State::default()),
+            kick: Notify::new(),
+            refresh: AtomicBool::new(true),
+            publisher: OnceCell::new(),
+            shutdown,
+        });
+        // A first attempt now, so that a healthy cluster is ready at once; an
+        // unreachable one is not fatal: /readyz says so and the reconciler retries.
+        if let Err(e) = shared.refresh_topology().await {
+            tracing::warn!(error = %e, "no cluster topology yet; will retry");
+        }
+        tokio::spawn(reconciler::run(shared.clone()));
+        Ok(RedisBroker { shared })
+    }
+
+    pub async fn subscribe(&self, channel: &Channel) -> Result<(), BrokerError> {
+        let shared = &self.shared;
+        if shared.map().is_none() {
+            shared.refresh_topology().await?;
+        }
+        let (tx, rx) = oneshot::channel();
+        shared.lock().want(channel, tx);
+        shared.kick.notify_one();
+        match tokio::time::timeout(SUBSCRIBE_TIMEOUT, rx).await {
+            Ok(Ok(())) => Ok(()),
+            _ => {
+                shared.lock().unwant(channel);
+                shared.kick.notify_one();
+                Err(BrokerError::SubscribeTimeout(SUBSCRIBE_TIMEOUT))
+            }
+        }
+    }
+
+    pub async fn unsubscribe(&self, channel: &Channel) {
+        self.shared.lock().unwant(channel);
+        self.shared.kick.notify_one();
+    }
+
+    pub async fn publish(
+        &self,
+        p: Publication,
+        retention: Option<&Retention>,
+        idempotency_key: Option<&str>,
+    ) -> Result<PublishAck, BrokerError> {
+        self.shared.publish(p, retention, idempotency_key).await
+    }
+
+    pub async fn publish_plain_batch(
+        &self,
+        publications: Vec<Publication>,
+    ) -> Vec<Result<PublishAck, BrokerError>> {
+        self.shared.publish_plain_batch(publications).await
+    }
+
+    pub async fn history(
+        &self,
+        channel: &Channel,
+        retention: &Retention,
+        since: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, BrokerError> {
+        self.shared.history(channel, retention, since, limit).await
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.shared.map().is_some_and(|m| m.covered() > 0)
+    }
+
+    pub fn describe(&self) -> serde_json::Value {
+        self.shared.describe()
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every critical section is a handful of set operations; a panic in one
+        // would be a bug, and the state stays consistent enough to keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn map(&self) -> Option<Arc<SlotMap>> {
+        self.topology
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn closed(&self) {
+        self.shutdown.clone().recv().await
+    }
+
+    fn hint_refresh(&self) {
+        self.refresh.store(true, Ordering::Relaxed);
+    }
+
+    // --- reports from the subscriber connections ---
+
+    fn on_connected(&self, addr: &RedisAddr, stale: Vec<SubscriberCmd>) {
+        self.lock().connected(addr, stale);
+        self.kick.notify_one();
+    }
+
+    fn on_connect_failed(&self, addr: &RedisAddr, stale: Vec<SubscriberCmd>) {
+        self.lock().forget_commands(addr, stale);
+        self.hint_refresh();
+        self.kick.notify_one();
+    }
+
+    fn on_lost(&self, addr: &RedisAddr) {
+        self.lock().lost_connection(addr);
+        self.hint_refresh();
+        self.kick.notify_one();
+    }
+
+    fn on_confirmed(&self, addr: &RedisAddr, ch: &Channel) {
+        let confirmed = self.lock().confirmed(addr, ch);
+        if confirmed.regained {
+            // Publications may have been missed while it was lost.
+            self.events.resubscribed(ch);
+        }
+        if confirmed.kick {
+            self.kick.notify_one();
+        }
+    }
+
+    fn on_unsubscribed(&self, addr: &RedisAddr, ch: &Channel) {
+        if self.lock().unsubscribed(addr, ch) {
+            self.kick.notify_one();
+        }
+    }
+
+    /// Redis dropped a subscription by itself: its slot moved (migration, failover).
+    fn on_unsolicited_unsubscribe(&self, addr: &RedisAddr, ch: &Channel) {
+        tracing::info!(node = %addr, channel = %ch, "Redis dropped a subscription (slot moved); resubscribing");
+        self.lock().dropped_by_redis(addr, ch);
+        self.hint_refresh();
+        self.kick.notify_one();
+    }
+
+    /// Redis refused a batch (MOVED/ASK after a topology change, or another error).
+    fn on_refused(&self, addr: &RedisAddr, channels: Vec<Channel>, redirected: bool) {
+        self.lock().refused(addr, channels);
+        if redirected {
+            self.hint_refresh();
+        }
+        self.kick.notify_one();
+    }
+}

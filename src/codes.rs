@@ -1,0 +1,125 @@
+//! The catalogue of codes a client may branch on: error codes (in `error` frames and
+//! HTTP error bodies) and WebSocket close codes. Nothing else in the crate invents
+//! a code; docs/PROTOCOL.md lists the same table.
+
+use serde::{Deserialize, Serialize};
+
+/// Error codes a client may branch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Malformed frame: invalid JSON, unknown op, missing or mistyped field, bad name.
+    BadRequest,
+    /// A frame or body over the configured size limit.
+    TooLarge,
+    /// Not allowed, e.g. another user's personal channel.
+    Forbidden,
+    /// A per-connection limit was reached (channels per connection).
+    Limit,
+    /// The broker could not take the request (Redis down, no topology). Retry later.
+    Unavailable,
+    /// Unsubscribe from a channel the connection is not subscribed to.
+    NotSubscribed,
+    /// `since` on a channel without history, or a malformed position.
+    NoHistory,
+    /// A bug on our side; logged.
+    Internal,
+    /// HTTP only: no such route.
+    NotFound,
+    /// HTTP only: the route exists, the method does not.
+    MethodNotAllowed,
+    /// HTTP only: a body without `Content-Length`.
+    LengthRequired,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Limit => "limit",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::NotSubscribed => "not_subscribed",
+            ErrorCode::NoHistory => "no_history",
+            ErrorCode::Internal => "internal",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::LengthRequired => "length_required",
+        }
+    }
+
+    pub const ALL: [ErrorCode; 11] = [
+        ErrorCode::BadRequest,
+        ErrorCode::TooLarge,
+        ErrorCode::Forbidden,
+        ErrorCode::Limit,
+        ErrorCode::Unavailable,
+        ErrorCode::NotSubscribed,
+        ErrorCode::NoHistory,
+        ErrorCode::Internal,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::LengthRequired,
+    ];
+
+    /// Position in [`ErrorCode::ALL`] (for per-code counters).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why the server closes a WebSocket: the close code and its reason text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCode {
+    /// Frame over the hard size limit.
+    MessageTooBig,
+    /// Unexpected server error.
+    Internal,
+    /// Server shutting down or restarting: reconnect, possibly to another instance.
+    ServiceRestart,
+    /// The broker is unavailable, the connection could not be set up: retry later.
+    TryAgainLater,
+    /// The client did not read fast enough; its outbound queue overflowed.
+    SlowConsumer,
+    /// No pong (or any frame) within the pong timeout after a ping.
+    KeepaliveTimeout,
+}
+
+impl CloseCode {
+    pub fn code(self) -> u16 {
+        match self {
+            CloseCode::MessageTooBig => 1009,
+            CloseCode::Internal => 1011,
+            CloseCode::ServiceRestart => 1012,
+            CloseCode::TryAgainLater => 1013,
+            CloseCode::SlowConsumer => 4008,
+            CloseCode::KeepaliveTimeout => 4009,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            CloseCode::MessageTooBig => "frame too large",
+            CloseCode::Internal => "internal error",
+            CloseCode::ServiceRestart => "server restarting",
+            CloseCode::TryAgainLater => "broker unavailable",
+            CloseCode::SlowConsumer => "slow consumer",
+            CloseCode::KeepaliveTimeout => "keepalive timeout",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_code_indexes_match_the_catalogue() {
+        for (i, c) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i);
+            let json = serde_json::to_string(c).unwrap();
+            assert_eq!(json, format!("\"{}\"", c.as_str()));
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The backend's HTTP API: `POST /api/publish` and `GET /api/history`.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+use warp::Rejection;
+use warp::reply::{Reply, Response};
+
+use super::error::ApiError;
+use crate::channel::Channel;
+use crate::codes::ErrorCode;
+use crate::history::MAX_PAGE;
+use crate::node::Node;
+use crate::protocol::MAX_IDEMPOTENCY_KEY_BYTES;
+
+/// A refusal, counted by code.
+fn reject(node: &Node, e: ApiError) -> Rejection {
+    node.metrics().error(e.code);
+    warp::reject::custom(e)
+}
+
+fn channel(node: &Node, name: &str) -> Result<Channel, Rejection> {
+    Channel::parse(name).map_err(|e| {
+        reject(
+            node,
+            ApiError::new(ErrorCode::BadRequest, format!("invalid channel name: {e}")),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+struct PublishBody {
+    channel: String,
+    data: Box<RawValue>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+pub async fn publish(node: Arc<Node>, body: bytes::Bytes) -> Result<Response, Rejection> {
+    let max = node.config().max_frame_bytes;
+    if body.len() > max {
+        return Err(reject(
+            &node,
+            ApiError::new(
+                ErrorCode::TooLarge,
+                format!("body is {} bytes; the limit is {max}", body.len()),
+            ),
+        ));
+    }
+    let parsed: PublishBody = serde_json::from_slice(&body).map_err(|e| {
+        reject(
+            &node,
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!("body must be {{\"channel\":<string>,\"data\":<json>}}: {e}"),
+            ),
+        )
+    })?;
+    let channel = channel(&node, &parsed.channel)?;
+    if let Some(key) = &parsed.idempotency_key
+        && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES)
+    {
+        return Err(reject(
+            &node,
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!("`idempotency_key` must be 1-{MAX_IDEMPOTENCY_KEY_BYTES} bytes"),
+            ),
+        ));
+    }
+    let ack = node
+        .publish(
+            channel,
+            parsed.data,
+            None,
+            parsed.idempotency_key.as_deref(),
+        )
+        .await
+        .map_err(|e| reject(&node, (&e).into()))?;
+    let mut body = json!({ "ok": true });
+    if let Some(offset) = ack.offset {
+        body["offset"] = json!(offset);
+    }
+    if let Some(epoch) = ack.epoch {
+        body["epoch"] = json!(epoch);
+    }
+    Ok(warp::reply::json(&body).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    channel: String,
+    since: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/history?channel=C&since=N&limit=L`: publications after offset N.
+pub async fn history(node: Arc<Node>, q: HistoryQuery) -> Result<Response, Rejection> {
+    let channel = channel(&node, &q.channel)?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(reject(
+            &node,
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!("`limit` must be 1-{MAX_PAGE}"),
+            ),
+        ));
+    }
+    let page = node
+        .history(&channel, q.since.unwrap_or(0), limit)
+        .await
+        .map_err(|e| reject(&node, (&e).into()))?;
+    let publications: Vec<serde_json::Value> = page
+        .publications
+        .iter()
+        .map(|p| {
+            let mut v = json!({ "offset": p.offset, "data": p.data });
+            if let Some(from) = &p.from {
+                v["from"] = json!(from.as_str());
+            }
+            v
+        })
+        .collect();
+    Ok(warp::reply::json(&json!({
+        "channel": channel.as_str(),
+        "epoch": page.epoch,
+        "offset": page.top,
+        "complete": page.complete,
+        "publications": publications,
+    }))
+    .into_response())
+}

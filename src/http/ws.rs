@@ -1,0 +1,132 @@
+//! The WebSocket upgrade, in one place: the server hands each request's hyper
+//! upgrade handle over ([`UpgradeSlot::attach`]); the `/ws` route checks the
+//! handshake, answers 101 and, once hyper gives up the socket, wraps it in a
+//! tungstenite stream with small buffers and runs the session.
+//!
+//! warp's own `ws()` cannot be configured and keeps tungstenite's default 128 KiB
+//! read buffer per connection; doing the upgrade here is what keeps an idle
+//! connection near 6 KiB (docs/BENCHMARKS.md).
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use warp::http::header::{
+    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use warp::http::{HeaderMap, HeaderValue, StatusCode};
+use warp::reply::Response;
+
+use super::error::ApiError;
+use crate::channel::UserId;
+use crate::codes::ErrorCode;
+use crate::node::Node;
+use crate::session;
+use crate::shutdown::Shutdown;
+
+/// hyper's upgrade handle for one request, made extractable by warp filters.
+#[derive(Clone)]
+pub struct UpgradeSlot(Arc<std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>>);
+
+impl UpgradeSlot {
+    /// Moves the request's upgrade handle (if any) into a slot the `/ws` route can take.
+    pub fn attach<B>(req: &mut hyper::Request<B>) {
+        if let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() {
+            req.extensions_mut()
+                .insert(UpgradeSlot(Arc::new(std::sync::Mutex::new(Some(
+                    on_upgrade,
+                )))));
+        }
+    }
+
+    fn take(&self) -> Option<hyper::upgrade::OnUpgrade> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+/// The `Sec-WebSocket-Key` of a valid upgrade request (RFC 6455 4.2.1).
+fn websocket_key(headers: &HeaderMap) -> Option<String> {
+    let has = |name, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if !has(CONNECTION, "upgrade") || !has(UPGRADE, "websocket") {
+        return None;
+    }
+    if headers
+        .get(SEC_WEBSOCKET_VERSION)
+        .and_then(|v| v.to_str().ok())
+        != Some("13")
+    {
+        return None;
+    }
+    headers
+        .get(SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
+}
+
+/// Bytes read from a client socket at a time (client frames are small requests).
+const READ_BUFFER_BYTES: usize = 1024;
+
+/// Small buffers: tungstenite's defaults (128 KiB to read, 128 KiB to write) cost
+/// ~140 KiB per idle connection. Reads grow as a frame needs; writes are batched by
+/// the session and flushed once per batch.
+fn websocket_config(node: &Node) -> tungstenite::protocol::WebSocketConfig {
+    let config = node.config();
+    let hard = config.hard_frame_limit();
+    tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(config.outbound_queue_bytes.max(hard) * 2)
+        .max_message_size(Some(hard))
+        .max_frame_size(Some(hard))
+}
+
+/// Answers an upgrade request for `user`: 101, then the session on the upgraded socket.
+pub fn upgrade(
+    node: Arc<Node>,
+    user: UserId,
+    headers: &HeaderMap,
+    slot: Option<UpgradeSlot>,
+    shutdown: Shutdown,
+    drain: mpsc::Sender<()>,
+) -> Result<Response, ApiError> {
+    let key = websocket_key(headers).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            "expected a WebSocket upgrade request (Upgrade: websocket, \
+             Sec-WebSocket-Version: 13, Sec-WebSocket-Key)",
+        )
+    })?;
+    let on_upgrade = slot.and_then(|s| s.take()).ok_or_else(|| {
+        ApiError::new(ErrorCode::BadRequest, "this connection cannot be upgraded")
+    })?;
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let config = websocket_config(&node);
+                let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    hyper_util::rt::TokioIo::new(upgraded),
+                    tungstenite::protocol::Role::Server,
+                    Some(config),
+                )
+                .await;
+                session::serve(ws, node, user, shutdown, drain).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
+    let mut res = Response::default();
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&tungstenite::handshake::derive_accept_key(key.as_bytes()))
+    {
+        h.insert(SEC_WEBSOCKET_ACCEPT, v);
+    }
+    Ok(res)
+}

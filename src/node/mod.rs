@@ -1,0 +1,316 @@
+//! The node: one shardcast instance's core, tying its hub (local fan-out) to its
+//! broker (the rest of the deployment). Sessions and the HTTP API call the node;
+//! the broker calls back only through [`events::Events`].
+//!
+//! Invariant: while at least one local connection is subscribed to a channel, the
+//! broker holds exactly one subscription for it; when the last one leaves, the
+//! broker subscription ends. Transitions for one channel are serialized by the
+//! channel's [`gate`], so a leave and a join racing each other cannot leave the
+//! broker unsubscribed while a connection waits for messages.
+
+mod error;
+mod events;
+mod gaps;
+mod gate;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+pub use error::NodeError;
+
+use crate::broker::{Broker, BrokerError};
+use crate::channel::{Channel, UserId};
+use crate::config::Config;
+use crate::history::{HistoryPage, HistoryPolicy, MAX_PAGE, Retention};
+use crate::hub::{Hub, SessionId};
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::protocol::{ServerFrame, Since, message_frame};
+use crate::publication::{Publication, PublishAck};
+use crate::shutdown::Shutdown;
+use gate::Gates;
+
+pub struct Node {
+    config: Config,
+    hub: Arc<Hub>,
+    gates: Gates,
+    broker: Broker,
+    metrics: Metrics,
+    history: HistoryPolicy,
+    next_session: AtomicU64,
+}
+
+/// One publish request of a connection.
+pub struct PublishRequest {
+    pub channel: Channel,
+    pub data: Box<RawValue>,
+    pub idempotency_key: Option<String>,
+}
+
+impl Node {
+    pub async fn start(config: Config, shutdown: Shutdown) -> Result<Arc<Node>, BrokerError> {
+        let metrics = Metrics::new();
+        let hub = Arc::new(Hub::new(metrics.clone()));
+        let (gap_tx, gap_rx) = mpsc::unbounded_channel();
+        let events = Arc::new(events::Events {
+            hub: hub.clone(),
+            gaps: gap_tx,
+        });
+        let broker = Broker::start(&config, events, metrics.clone(), shutdown.clone()).await?;
+        let node = Arc::new(Node {
+            history: HistoryPolicy::new(&config.history),
+            config,
+            hub,
+            gates: Gates::new(),
+            broker,
+            metrics,
+            next_session: AtomicU64::new(1),
+        });
+        tokio::spawn(gaps::fill_gaps(Arc::downgrade(&node), gap_rx, shutdown));
+        Ok(node)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn next_session_id(&self) -> SessionId {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether the broker can serve requests now (`/readyz`).
+    pub fn is_ready(&self) -> bool {
+        self.broker.is_ready()
+    }
+
+    /// The broker's view of the deployment (`/api/cluster`).
+    pub fn describe(&self) -> serde_json::Value {
+        self.broker.describe()
+    }
+
+    fn retention(&self, channel: &Channel) -> Option<&Retention> {
+        self.history.retention(channel)
+    }
+
+    /// Subscribes a local connection and queues its `ok` (the answer to request
+    /// `ack`, when set) once the broker subscription is live. On history channels
+    /// the `ok` carries the position, and with `since` the missed publications
+    /// follow it, then live ones, without gap or duplicate. The `ok` is queued here,
+    /// not by the caller, because it must precede the replay.
+    pub async fn subscribe(
+        &self,
+        session: SessionId,
+        outbox: &Outbox,
+        channel: &Channel,
+        since: Option<&Since>,
+        ack: Option<u64>,
+    ) -> Result<(), NodeError> {
+        let retention = self.retention(channel).cloned();
+        if since.is_some() && retention.is_none() {
+            return Err(NodeError::SinceWithoutHistory(channel.clone()));
+        }
+        let history = retention.is_some();
+        self.hub
+            .add(channel, session, outbox.clone(), history, history);
+        let gate = self.gates.get(channel);
+        let live = {
+            let mut live = gate.lock().await;
+            if *live {
+                Ok(())
+            } else {
+                let r = self.broker.subscribe(channel).await;
+                *live = r.is_ok();
+                r
+            }
+        };
+        self.gates.put(channel, gate);
+        if let Err(e) = live {
+            self.hub.remove(channel, session);
+            return Err(e.into());
+        }
+        let Some(retention) = retention else {
+            if let Some(id) = ack {
+                outbox.push(ServerFrame::ok(id).to_bytes(), &self.metrics);
+            }
+            return Ok(());
+        };
+
+        let page = match self
+            .broker
+            .history(channel, &retention, since.map(|s| s.offset), MAX_PAGE)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                // The broker subscription stays for the others; this one leaves.
+                self.unsubscribe(session, channel).await;
+                return Err(e.into());
+            }
+        };
+        let (recovered, replay) = match since {
+            None => (None, Vec::new()),
+            Some(s) => {
+                if self.recovers(s, &page) {
+                    (Some(true), page.publications)
+                } else {
+                    (Some(false), Vec::new())
+                }
+            }
+        };
+        let mut frames = Vec::with_capacity(replay.len() + 1);
+        if let Some(id) = ack {
+            frames.push(
+                ServerFrame::Ok {
+                    id,
+                    offset: Some(page.top),
+                    epoch: Some(&page.epoch),
+                    recovered,
+                }
+                .to_bytes(),
+            );
+        }
+        frames.extend(replay.iter().map(message_frame));
+        self.hub
+            .release(channel, session, frames, page.top, &page.epoch);
+        Ok(())
+    }
+
+    /// Whether a resume from `since` can be served from `page` (docs/PROTOCOL.md,
+    /// "Resume"): same epoch, the history still reaches back, and the replay fits.
+    fn recovers(&self, since: &Since, page: &HistoryPage) -> bool {
+        let same_epoch = since.epoch == page.epoch || (since.offset == 0 && since.epoch.is_empty());
+        let missed = page.top.saturating_sub(since.offset) as usize;
+        let whole = page.complete && page.publications.len() == missed && since.offset <= page.top;
+        // A replay that would fill the connection's queue would only get it closed
+        // as a slow consumer; such a client reloads instead.
+        let bytes: usize = page
+            .publications
+            .iter()
+            .map(|p| p.data.get().len() + 64)
+            .sum();
+        let fits = bytes <= self.config.outbound_queue_bytes / 2;
+        same_epoch && whole && fits
+    }
+
+    /// Unsubscribes a local connection; the last one out ends the broker subscription.
+    pub async fn unsubscribe(&self, session: SessionId, channel: &Channel) {
+        if !self.hub.remove(channel, session) {
+            return;
+        }
+        let gate = self.gates.get(channel);
+        {
+            let mut live = gate.lock().await;
+            // Someone may have joined while we waited for the gate.
+            if *live && !self.hub.is_wanted(channel) {
+                self.broker.unsubscribe(channel).await;
+                *live = false;
+            }
+        }
+        self.gates.put(channel, gate);
+    }
+
+    /// Publishes through the broker; `from` is `None` for server-side publishes.
+    pub async fn publish(
+        &self,
+        channel: Channel,
+        data: Box<RawValue>,
+        from: Option<UserId>,
+        idempotency_key: Option<&str>,
+    ) -> Result<PublishAck, NodeError> {
+        let retention = self.retention(&channel);
+        if idempotency_key.is_some() && retention.is_none() {
+            return Err(NodeError::IdempotencyWithoutHistory(channel));
+        }
+        self.metrics.messages_in.increment(1);
+        self.broker
+            .publish(
+                Publication::new(channel, data, from),
+                retention,
+                idempotency_key,
+            )
+            .await
+            .map_err(|e| {
+                self.metrics.broker_publish_errors.increment(1);
+                e.into()
+            })
+    }
+
+    /// Publishes a connection's queued requests, in order, as one broker round trip
+    /// where the broker allows it (plain channels on Redis go out as one pipeline).
+    /// Results come back in request order.
+    pub async fn publish_batch(
+        &self,
+        from: &UserId,
+        requests: Vec<PublishRequest>,
+    ) -> Vec<Result<PublishAck, NodeError>> {
+        if requests.len() == 1
+            || requests
+                .iter()
+                .any(|r| self.retention(&r.channel).is_some())
+        {
+            // History publishes are scripts with a replication wait: one at a time.
+            let mut out = Vec::with_capacity(requests.len());
+            for r in requests {
+                out.push(
+                    self.publish(
+                        r.channel,
+                        r.data,
+                        Some(from.clone()),
+                        r.idempotency_key.as_deref(),
+                    )
+                    .await,
+                );
+            }
+            return out;
+        }
+        let mut out: Vec<Option<Result<PublishAck, NodeError>>> =
+            Vec::with_capacity(requests.len());
+        let mut batch = Vec::with_capacity(requests.len());
+        for r in requests {
+            if r.idempotency_key.is_some() {
+                out.push(Some(Err(NodeError::IdempotencyWithoutHistory(r.channel))));
+                continue;
+            }
+            out.push(None);
+            batch.push(Publication::new(r.channel, r.data, Some(from.clone())));
+        }
+        self.metrics.messages_in.increment(batch.len() as u64);
+        let mut results = self.broker.publish_plain_batch(batch).await.into_iter();
+        out.into_iter()
+            .map(|slot| match slot {
+                Some(r) => r,
+                None => match results.next() {
+                    Some(Ok(ack)) => Ok(ack),
+                    Some(Err(e)) => {
+                        self.metrics.broker_publish_errors.increment(1);
+                        Err(e.into())
+                    }
+                    None => Err(NodeError::Internal("publish result missing")),
+                },
+            })
+            .collect()
+    }
+
+    /// A history channel's publications after `since`, at most `limit`.
+    pub async fn history(
+        &self,
+        channel: &Channel,
+        since: u64,
+        limit: usize,
+    ) -> Result<HistoryPage, NodeError> {
+        let retention = self
+            .retention(channel)
+            .ok_or_else(|| NodeError::NoHistory(channel.clone()))?;
+        Ok(self
+            .broker
+            .history(channel, retention, Some(since), limit)
+            .await?)
+    }
+}

@@ -1,0 +1,188 @@
+//! A connection's writer: owns the socket's sending half, drains the [`Outbox`] in
+//! batches (with adaptive write coalescing), sends keepalive pings, and performs
+//! the close.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use futures_util::stream::SplitSink;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::Message;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::frame::Utf8Bytes;
+
+use super::closer::{CloseReason, Closer, Liveness};
+use crate::codes::CloseCode;
+use crate::node::Node;
+use crate::outbox::{OutboxReceiver, OverflowSignal};
+
+/// Frames written per flush at most; bounds the latency a big backlog adds to a ping.
+const MAX_BATCH: usize = 64;
+/// How long a close frame may take to leave before the socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+type Sink<S> = SplitSink<WebSocketStream<S>, Message>;
+
+/// What woke the writer.
+enum Step {
+    Recheck,
+    Overflow,
+    PongDeadline,
+    Ping,
+    Frames,
+}
+
+pub async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
+    mut sink: Sink<S>,
+    mut rx: OutboxReceiver,
+    closer: Closer,
+    mut close_rx: watch::Receiver<Option<CloseReason>>,
+    liveness: Arc<Liveness>,
+    node: Arc<Node>,
+) {
+    let config = node.config();
+    let mut next_ping = Instant::now() + config.ping_interval;
+    // The first unanswered ping: (when sent, deadline for any sign of life).
+    let mut awaiting: Option<(Instant, Instant)> = None;
+    // Grows on the first burst only: an idle connection holds no batch buffer.
+    let mut batch: Vec<Bytes> = Vec::new();
+    let overflow = rx.overflow_signal();
+    // When frames were last written, for write coalescing.
+    let mut last_write: Option<Instant> = None;
+
+    let reason = loop {
+        if let Some(reason) = *close_rx.borrow_and_update() {
+            break reason;
+        }
+        let deadline = awaiting.map(|(_, d)| d);
+        let step = tokio::select! {
+            biased;
+            _ = close_rx.changed() => Step::Recheck,
+            _ = overflow.overflowed() => Step::Overflow,
+            _ = sleep_until(deadline.unwrap_or(next_ping)), if deadline.is_some() => Step::PongDeadline,
+            _ = sleep_until(next_ping) => Step::Ping,
+            _ = rx.recv_batch(&mut batch, MAX_BATCH) => Step::Frames,
+        };
+        match step {
+            Step::Recheck => {}
+            Step::Overflow => closer.close(CloseCode::SlowConsumer),
+            Step::PongDeadline => {
+                if let Some((sent, _)) = awaiting.take()
+                    && !liveness.seen_since(sent)
+                {
+                    node.metrics().keepalive_timeouts.increment(1);
+                    closer.close(CloseCode::KeepaliveTimeout);
+                }
+            }
+            Step::Ping => {
+                let now = Instant::now();
+                next_ping = now + config.ping_interval;
+                if awaiting.is_none() {
+                    awaiting = Some((now, now + config.pong_timeout));
+                }
+                let ping = Some(Message::Ping(Bytes::new()));
+                write_batch(
+                    &mut sink,
+                    &rx,
+                    &overflow,
+                    &mut batch,
+                    ping,
+                    &closer,
+                    &mut close_rx,
+                )
+                .await;
+            }
+            Step::Frames => {
+                // Adaptive coalescing, in the spirit of Nagle's rule: a connection
+                // that wrote less than `write_coalesce` ago gathers frames until that
+                // much time has passed, so under load it writes at most once per
+                // window, in larger batches (fewer syscalls, fewer wakeups on both
+                // ends); a connection that was quiet writes at once, so at low rates
+                // nothing waits.
+                let window = config.write_coalesce;
+                if let Some(last) = last_write
+                    && batch.len() < MAX_BATCH
+                    && last.elapsed() < window
+                {
+                    sleep_until(last + window).await;
+                    let room = MAX_BATCH - batch.len();
+                    rx.drain_now(&mut batch, room);
+                }
+                last_write = Some(Instant::now());
+                write_batch(
+                    &mut sink,
+                    &rx,
+                    &overflow,
+                    &mut batch,
+                    None,
+                    &closer,
+                    &mut close_rx,
+                )
+                .await;
+            }
+        }
+    };
+
+    let _ = timeout(CLOSE_GRACE, async {
+        if let Some(code) = reason.code {
+            let frame = CloseFrame {
+                code: code.code().into(),
+                reason: Utf8Bytes::from_static(code.reason()),
+            };
+            let _ = sink.send(Message::Close(Some(frame))).await;
+        }
+        let _ = sink.close().await;
+    })
+    .await;
+}
+
+/// Writes `batch` (and an optional control frame) with one flush. Gives up, without
+/// waiting for the socket, as soon as the connection is to be closed. Returns whether
+/// everything was written.
+async fn write_batch<S: AsyncRead + AsyncWrite + Unpin>(
+    sink: &mut Sink<S>,
+    rx: &OutboxReceiver,
+    overflow: &OverflowSignal,
+    batch: &mut Vec<Bytes>,
+    control: Option<Message>,
+    closer: &Closer,
+    close_rx: &mut watch::Receiver<Option<CloseReason>>,
+) -> bool {
+    let bytes: usize = batch.iter().map(Bytes::len).sum();
+    let write = async {
+        if let Some(control) = control {
+            sink.feed(control).await?;
+        }
+        for frame in batch.drain(..) {
+            // Frames are JSON produced by serde_json, hence UTF-8; the shared bytes
+            // go to the socket without a copy.
+            let text = Utf8Bytes::try_from(frame.clone())
+                .unwrap_or_else(|_| Utf8Bytes::from(String::from_utf8_lossy(&frame).into_owned()));
+            sink.feed(Message::Text(text)).await?;
+        }
+        sink.flush().await
+    };
+    let ok = tokio::select! {
+        biased;
+        r = write => match r {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket write error");
+                closer.gone("write error");
+                false
+            }
+        },
+        _ = overflow.overflowed() => {
+            closer.close(CloseCode::SlowConsumer);
+            false
+        }
+        _ = close_rx.changed() => false,
+    };
+    rx.written(bytes);
+    ok
+}
