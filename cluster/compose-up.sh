@@ -4,7 +4,8 @@
 # `docker-compose up -d`, then waits for cluster-init to exit 0 and for nginx and shardcast's
 # /healthz to answer through nginx.
 #
-# Usage: cluster/compose-up.sh [BINARY]      BINARY default: target/release/shardcast
+# Usage: cluster/compose-up.sh [BINARY]      BINARY default: target/release/shardcast (built
+#   with the cluster-init CLI, target/release/shardcast-cluster, when it is the default)
 #   SHARDCAST_IMAGE=img   use that image instead of building shardcast/shardcast:local from BINARY
 #   COMPOSE_PROJECT_NAME  default shardcast;  SHARDCAST_HTTP_PORT  default 8080
 #   COMPOSE_FILE          default docker-compose.cluster.yml (colon-separated list allowed)
@@ -27,6 +28,10 @@ t0=$(date +%s)
 "$HERE/dockerd.sh"
 "$HERE/images.sh" base
 if [[ -z ${SHARDCAST_IMAGE:-} ]]; then
+    if [[ -z ${1:-} ]]; then
+        (cd "$REPO" && cargo build -q --release --bin shardcast &&
+            cargo build -q --release -p shardcast-testkit --no-default-features --bin shardcast-cluster) >&2
+    fi
     "$HERE/images.sh" shardcast "${1:-$REPO/target/release/shardcast}"
     export SHARDCAST_IMAGE=shardcast/shardcast:local
 fi

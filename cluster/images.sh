@@ -9,9 +9,11 @@
 #          /var/cache/shardcast-images) when present; --rebuild forces a fresh debootstrap.
 #        cluster/images.sh shardcast [BINARY] [--tag TAG] [--name NAME]
 #          FROM-scratch image TAG (default shardcast/shardcast:local) holding BINARY (default
-#          target/release/shardcast) as /usr/local/bin/NAME (default shardcast), its ldd libraries,
-#          the ELF loader, /etc/nsswitch.conf ("hosts: files dns"), CA certificates, a minimal
-#          /etc/passwd; ENTRYPOINT ["/usr/local/bin/NAME"].
+#          target/release/shardcast) as /usr/local/bin/NAME (default shardcast), and, when it
+#          exists, the testkit's shardcast-cluster CLI (SHARDCAST_CLUSTER_BIN, default next to
+#          BINARY) for the compose stack's cluster-init job; their ldd libraries, the ELF loader,
+#          /etc/nsswitch.conf ("hosts: files dns"), CA certificates, a minimal /etc/passwd;
+#          ENTRYPOINT ["/usr/local/bin/NAME"].
 #        cluster/images.sh all [BINARY]    both of the above.
 # Idempotent: an existing image with the current recipe label is kept as is.
 #
@@ -116,8 +118,10 @@ build_shardcast() {
     [[ -f $bin && -x $bin ]] || die "binary $bin not found or not executable (cargo build --release first)"
     bin=$(readlink -f "$bin")
     "$HERE/dockerd.sh"
+    local cli=${SHARDCAST_CLUSTER_BIN:-$(dirname "$bin")/shardcast-cluster} extra=()
+    if [[ -x $cli ]]; then extra=("$(readlink -f "$cli")"); fi
     local sum old
-    sum="$(sha256sum "$bin" | cut -c1-64)/$name"
+    sum="$(cat "$bin" "${extra[@]}" | sha256sum | cut -c1-64)/$name"
     old=$(docker image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
     if [[ -n $old && $(docker image inspect --format '{{ index .Config.Labels "org.shardcast.binary" }}' "$tag") == "$sum" ]]; then
         log "$tag is up to date with $bin"
@@ -129,16 +133,20 @@ build_shardcast() {
     mkdir -p "$work/rootfs/usr/local/bin" "$work/rootfs/etc" "$work/rootfs/tmp"
     chmod 1777 "$work/rootfs/tmp"
     cp "$bin" "$work/rootfs/usr/local/bin/$name"
+    if ((${#extra[@]})); then cp "${extra[0]}" "$work/rootfs/usr/local/bin/shardcast-cluster"; fi
     # Every absolute path ldd prints (libraries and the ELF interpreter), dereferenced, at the same
     # path. glibc >= 2.34 has the files/dns NSS modules built in, so nothing is dlopen'ed for DNS.
-    if ldd "$bin" >/dev/null 2>&1; then
-        for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
-            mkdir -p "$work/rootfs$(dirname "$lib")"
-            cp -L "$lib" "$work/rootfs$lib"
-        done
-    else
-        log "$bin is statically linked"
-    fi
+    local b
+    for b in "$bin" "${extra[@]}"; do
+        if ldd "$b" >/dev/null 2>&1; then
+            for lib in $(ldd "$b" | grep -o '/[^ ]*'); do
+                mkdir -p "$work/rootfs$(dirname "$lib")"
+                cp -L "$lib" "$work/rootfs$lib"
+            done
+        else
+            log "$b is statically linked"
+        fi
+    done
     echo 'hosts: files dns' >"$work/rootfs/etc/nsswitch.conf"
     printf 'root:x:0:0:root:/:/sbin/nologin\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n' >"$work/rootfs/etc/passwd"
     printf 'root:x:0:\nnogroup:x:65534:\n' >"$work/rootfs/etc/group"

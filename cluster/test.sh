@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine, installing and starting what
-# it needs: redis-cli (redis-tools) for cluster administration, redis-server for the
-# operator-script test, a Docker engine and docker-compose for the testcontainers
-# Redis Cluster and the compose stack, and the Redis image, built offline (no
-# registry is needed: cluster/images.sh debootstraps it and tags it redis:7.0).
+# it needs: redis-server for the operator-script test, a Docker engine and
+# docker-compose for the testcontainers Redis Cluster and the compose stack, and the
+# Redis image, built offline (no registry is needed: cluster/images.sh debootstraps
+# it and tags it redis:7.0). Every workspace member's tests run (shardcast, the
+# testkit, the bench tool, the example app).
 #
 # Usage: cluster/test.sh [extra cargo test args...]
 # Set SHARDCAST_TEST_REDIS_IMAGE to test against another Redis image.
@@ -31,4 +32,4 @@ fi
 
 # Cluster tests each start their own cluster and drive load through it; one at a
 # time keeps a 2-core machine from starving them.
-cargo test --all-targets "$@" -- --test-threads=1
+cargo test --workspace --all-targets "$@" -- --test-threads=1

@@ -52,9 +52,10 @@ impl Channel {
         Ok(Channel(Arc::from(s)))
     }
 
-    /// The personal channel of `user`.
-    pub fn personal(user: &UserId) -> Channel {
-        Channel(Arc::from(format!("{PERSONAL_PREFIX}{}", user.as_str())))
+    /// The personal channel of `user` (none for the anonymous user).
+    pub fn personal(user: &UserId) -> Option<Channel> {
+        (!user.is_anonymous())
+            .then(|| Channel(Arc::from(format!("{PERSONAL_PREFIX}{}", user.as_str()))))
     }
 
     pub fn as_str(&self) -> &str {
@@ -85,7 +86,9 @@ impl fmt::Display for Channel {
     }
 }
 
-/// A user id: what `from` carries and what names a personal channel.
+/// A user id: what `from` carries and what names a personal channel. The empty id
+/// is the anonymous user (a connection token with `sub: ""`, where anonymous
+/// connections are allowed): it has no personal channel.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct UserId(Arc<str>);
 
@@ -95,13 +98,55 @@ impl UserId {
         Ok(UserId(Arc::from(s)))
     }
 
-    /// A fresh id for a client that did not name itself.
+    /// The anonymous user.
     pub fn anonymous() -> UserId {
-        UserId(Arc::from(format!("anon-{:016x}", rand::random::<u64>())))
+        UserId(Arc::from(""))
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        self.0.is_empty()
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// One connection's id, unique across the cluster with overwhelming probability
+/// (64 random bits): what presence and join/leave name a client by.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(Arc<str>);
+
+impl ClientId {
+    pub fn new() -> ClientId {
+        ClientId(Arc::from(format!("{:016x}", rand::random::<u64>())))
+    }
+
+    /// A client id read back from Redis or the wire (16 lowercase hex digits).
+    pub fn parse(s: &str) -> Option<ClientId> {
+        (s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| ClientId(Arc::from(s)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for ClientId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientId({})", &*self.0)
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -149,7 +194,45 @@ mod tests {
         assert_eq!(c.namespace(), "chat");
         assert_eq!(Channel::parse("plain").unwrap().namespace(), "plain");
         let me = UserId::parse("alice").unwrap();
-        assert_eq!(Channel::personal(&me).personal_owner(), Some("alice"));
+        assert_eq!(
+            Channel::personal(&me).unwrap().personal_owner(),
+            Some("alice")
+        );
+        assert!(Channel::personal(&UserId::anonymous()).is_none());
+        assert!(
+            UserId::parse("").is_err(),
+            "the anonymous user is never parsed"
+        );
+        let c = ClientId::new();
+        assert_eq!(ClientId::parse(c.as_str()), Some(c));
+        assert_eq!(ClientId::parse("nothex!!nothex!!"), None);
         assert!(UserId::parse(&"u".repeat(MAX_USER_ID_BYTES + 1)).is_err());
+    }
+}
+
+macro_rules! serialize_as_str {
+    ($($t:ty),*) => {$(
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    )*};
+}
+
+serialize_as_str!(Channel, UserId, ClientId);
+
+impl<'de> serde::Deserialize<'de> for Channel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Channel, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Channel::parse(&s)
+            .map_err(|e| serde::de::Error::custom(format!("invalid channel name: {e}")))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for UserId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<UserId, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        UserId::parse(&s).map_err(|e| serde::de::Error::custom(format!("invalid user id: {e}")))
     }
 }

@@ -22,6 +22,13 @@ pub enum ErrorCode {
     NotSubscribed,
     /// `since` on a channel without history, or a malformed position.
     NoHistory,
+    /// No valid identity: a token that is missing, malformed, badly signed, of a
+    /// refused algorithm, for another audience or issuer, or without `sub`.
+    Unauthorized,
+    /// The token (connection or subscription) expired: fetch a new one.
+    TokenExpired,
+    /// The server has no way to authenticate anyone: neither keys nor `--insecure`.
+    NotConfigured,
     /// A bug on our side; logged.
     Internal,
     /// HTTP only: no such route.
@@ -42,6 +49,9 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::NotSubscribed => "not_subscribed",
             ErrorCode::NoHistory => "no_history",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::NotConfigured => "not_configured",
             ErrorCode::Internal => "internal",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
@@ -49,7 +59,7 @@ impl ErrorCode {
         }
     }
 
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::BadRequest,
         ErrorCode::TooLarge,
         ErrorCode::Forbidden,
@@ -57,6 +67,9 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::NotSubscribed,
         ErrorCode::NoHistory,
+        ErrorCode::Unauthorized,
+        ErrorCode::TokenExpired,
+        ErrorCode::NotConfigured,
         ErrorCode::Internal,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
@@ -70,6 +83,10 @@ impl ErrorCode {
 }
 
 /// Why the server closes a WebSocket: the close code and its reason text.
+///
+/// Codes 4000–4499 mean "reconnect" (with backoff; after 4011 with a fresh token);
+/// codes 4500–4999 mean "do not reconnect": what caused them will not go away by
+/// itself. Clients branch on the range (docs/PROTOCOL.md, "Close codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseCode {
     /// Frame over the hard size limit.
@@ -84,6 +101,19 @@ pub enum CloseCode {
     SlowConsumer,
     /// No pong (or any frame) within the pong timeout after a ping.
     KeepaliveTimeout,
+    /// No valid `connect` frame within `--connect-timeout`.
+    ConnectTimeout,
+    /// The connection token expired and no valid `refresh` came within the grace.
+    TokenExpired,
+    /// This user already has `--max-connections-per-user` connections here.
+    TooManyConnections,
+    /// The client kept sending over its rate limit.
+    RateLimited,
+    /// The token is not valid and a refresh cannot fix it (bad signature,
+    /// algorithm, audience, issuer, missing `sub`, another `sub` on refresh).
+    Unauthorized,
+    /// The backend disconnected this user (`POST /api/disconnect`).
+    Disconnected,
 }
 
 impl CloseCode {
@@ -95,6 +125,12 @@ impl CloseCode {
             CloseCode::TryAgainLater => 1013,
             CloseCode::SlowConsumer => 4008,
             CloseCode::KeepaliveTimeout => 4009,
+            CloseCode::ConnectTimeout => 4010,
+            CloseCode::TokenExpired => 4011,
+            CloseCode::TooManyConnections => 4012,
+            CloseCode::RateLimited => 4029,
+            CloseCode::Unauthorized => 4500,
+            CloseCode::Disconnected => 4501,
         }
     }
 
@@ -106,6 +142,12 @@ impl CloseCode {
             CloseCode::TryAgainLater => "broker unavailable",
             CloseCode::SlowConsumer => "slow consumer",
             CloseCode::KeepaliveTimeout => "keepalive timeout",
+            CloseCode::ConnectTimeout => "no connect frame in time",
+            CloseCode::TokenExpired => "token expired",
+            CloseCode::TooManyConnections => "too many connections for this user",
+            CloseCode::RateLimited => "rate limit exceeded",
+            CloseCode::Unauthorized => "unauthorized",
+            CloseCode::Disconnected => "disconnected by the server",
         }
     }
 }
@@ -113,6 +155,24 @@ impl CloseCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn close_codes_fall_in_their_reconnect_ranges() {
+        use CloseCode::*;
+        for c in [
+            SlowConsumer,
+            KeepaliveTimeout,
+            ConnectTimeout,
+            TokenExpired,
+            TooManyConnections,
+            RateLimited,
+        ] {
+            assert!((4000..4500).contains(&c.code()), "{c:?} reconnects");
+        }
+        for c in [Unauthorized, Disconnected] {
+            assert!((4500..5000).contains(&c.code()), "{c:?} does not");
+        }
+    }
 
     #[test]
     fn error_code_indexes_match_the_catalogue() {

@@ -9,28 +9,49 @@
 //! the brokers' (in memory for the embedded broker, a stream in the channel's own
 //! slot on Redis).
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Deserialize;
 use thiserror::Error;
 
-use crate::channel::Channel;
 use crate::publication::Publication;
 
-/// Retention for one namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How much of a channel's history is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Retention {
-    pub namespace: String,
+    /// Publications kept at most (1–1000000).
     pub max_len: usize,
+    /// How long a publication is kept; a channel without publications for this
+    /// long loses its history (a new epoch starts).
+    #[serde(with = "humantime_serde")]
     pub ttl: Duration,
+}
+
+impl Retention {
+    pub fn check(&self) -> Result<(), String> {
+        if self.max_len == 0 || self.max_len > 1_000_000 {
+            return Err(format!("max_len must be 1-1000000, not {}", self.max_len));
+        }
+        if self.ttl.is_zero() {
+            return Err("ttl must not be zero".into());
+        }
+        Ok(())
+    }
+}
+
+/// `--history NAMESPACE:MAX_LEN:TTL`: history for one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRule {
+    pub namespace: String,
+    pub retention: Retention,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("invalid --history `{0}`: expected NAMESPACE:MAX_LEN:TTL, e.g. chat:1000:300s")]
 pub struct RetentionError(String);
 
-impl std::str::FromStr for Retention {
+impl std::str::FromStr for HistoryRule {
     type Err = RetentionError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -39,49 +60,22 @@ impl std::str::FromStr for Retention {
         let ttl = parts.next().ok_or_else(err)?;
         let max_len = parts.next().ok_or_else(err)?;
         let namespace = parts.next().ok_or_else(err)?;
-        let ttl = humantime::parse_duration(ttl).map_err(|_| err())?;
-        let max_len: usize = max_len.parse().map_err(|_| err())?;
-        if namespace.is_empty()
-            || namespace.contains(':')
-            || max_len == 0
-            || max_len > 1_000_000
-            || ttl.is_zero()
-        {
+        let retention = Retention {
+            max_len: max_len.parse().map_err(|_| err())?,
+            ttl: humantime::parse_duration(ttl).map_err(|_| err())?,
+        };
+        if namespace.is_empty() || namespace.contains(':') || retention.check().is_err() {
             return Err(err());
         }
-        Ok(Retention {
+        Ok(HistoryRule {
             namespace: namespace.to_string(),
-            max_len,
-            ttl,
+            retention,
         })
     }
 }
 
 /// Largest page `GET /api/history` and one recovery read return.
 pub const MAX_PAGE: usize = 10_000;
-
-/// Which channels keep history.
-#[derive(Debug, Clone, Default)]
-pub struct HistoryPolicy {
-    rules: Arc<HashMap<String, Retention>>,
-}
-
-impl HistoryPolicy {
-    pub fn new(rules: &[Retention]) -> HistoryPolicy {
-        HistoryPolicy {
-            rules: Arc::new(
-                rules
-                    .iter()
-                    .map(|r| (r.namespace.clone(), r.clone()))
-                    .collect(),
-            ),
-        }
-    }
-
-    pub fn retention(&self, channel: &Channel) -> Option<&Retention> {
-        self.rules.get(channel.namespace())
-    }
-}
 
 /// A fresh epoch token.
 pub fn new_epoch() -> String {
@@ -111,9 +105,9 @@ mod tests {
 
     #[test]
     fn parses_retention() {
-        let r: Retention = "chat:1000:300s".parse().unwrap();
+        let r: HistoryRule = "chat:1000:300s".parse().unwrap();
         assert_eq!(
-            (r.namespace.as_str(), r.max_len, r.ttl),
+            (r.namespace.as_str(), r.retention.max_len, r.retention.ttl),
             ("chat", 1000, Duration::from_secs(300))
         );
         for bad in [
@@ -125,7 +119,7 @@ mod tests {
             "chat:10:soon",
             "a:b:10:1s",
         ] {
-            assert!(bad.parse::<Retention>().is_err(), "{bad}");
+            assert!(bad.parse::<HistoryRule>().is_err(), "{bad}");
         }
     }
 }

@@ -11,9 +11,14 @@
 //! * [`shutdown`]    the shutdown signal every long-lived task listens to.
 //! * [`codes`]       the catalogue of error codes and WebSocket close codes.
 //! * [`publication`] the domain types: a publication, a publish acknowledgement.
-//! * [`history`]     offsets, epochs and retention per namespace; a history page.
-//! * [`config`]      command-line flags and their `SHARDCAST_*` environment equivalents.
+//! * [`history`]     offsets, epochs and retention; a history page.
+//! * [`namespace`]   namespaces and their options (history, who may subscribe/publish, presence).
+//! * [`config`]      flags, their `SHARDCAST_*` environment equivalents, the TOML file.
 //! * [`metrics`]     Prometheus metrics, created once and shared.
+//! * [`identity`]    who a connection is: user, client id, public info.
+//! * [`auth`]        connection and subscription tokens, API keys, origins.
+//! * [`policy`]      who may subscribe or publish where: pure decisions.
+//! * [`limits`]      token buckets and connection counters.
 //! * [`protocol`]    client protocol v1: parsing client frames, encoding server frames.
 //! * [`outbox`]      a connection's bounded outbound queue (the slow-consumer guard).
 //!
@@ -28,6 +33,7 @@
 //! * [`http`]        the warp routes: `/ws` (the upgrade), `/api/*`, health, metrics.
 //! * [`server`]      `server::run(listener, config, shutdown)`, the one entry point.
 
+pub mod auth;
 pub mod broker;
 pub mod channel;
 pub mod codes;
@@ -35,9 +41,13 @@ pub mod config;
 pub mod history;
 pub mod http;
 pub mod hub;
+pub mod identity;
+pub mod limits;
 pub mod metrics;
+pub mod namespace;
 pub mod node;
 pub mod outbox;
+pub mod policy;
 pub mod protocol;
 pub mod publication;
 pub mod server;

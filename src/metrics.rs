@@ -54,6 +54,8 @@ pub struct Metrics {
     pub history_duplicates_dropped: Counter,
     pub history_unreplicated: Counter,
     pub duplicates_dropped: Counter,
+    /// 1 when the instance runs with `--insecure`.
+    pub insecure: Gauge,
 }
 
 impl Metrics {
@@ -84,11 +86,28 @@ impl Metrics {
             history_duplicates_dropped: counter!("shardcast_history_duplicates_dropped_total"),
             history_unreplicated: counter!("shardcast_history_unreplicated_total"),
             duplicates_dropped: counter!("shardcast_duplicates_dropped_total"),
+            insecure: gauge!("shardcast_insecure_mode"),
         }
     }
 
     pub fn error(&self, code: ErrorCode) {
         self.errors[code.index()].increment(1);
+    }
+
+    /// A token, API key or identity refused, by reason.
+    pub fn auth_failure(&self, reason: &'static str) {
+        counter!("shardcast_auth_failures_total", "reason" => reason).increment(1);
+    }
+
+    /// A request refused by a rate limit, by kind (`publish`, `subscribe`).
+    pub fn rate_limited(&self, kind: &'static str) {
+        counter!("shardcast_rate_limited_total", "kind" => kind).increment(1);
+    }
+
+    /// A connection refused or closed by a limit, by reason (`max_connections`,
+    /// `connect_rate`, `per_user`, `origin`, `abuse`).
+    pub fn connection_refused(&self, reason: &'static str) {
+        counter!("shardcast_connections_refused_total", "reason" => reason).increment(1);
     }
 
     /// Subscriptions per Redis node, labelled by node address.

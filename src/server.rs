@@ -14,17 +14,23 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tower_service::Service;
+use warp::Filter;
 
-use crate::broker::BrokerError;
 use crate::config::Config;
 use crate::http::{self, ws::UpgradeSlot};
-use crate::node::Node;
+use crate::node::{Node, StartError};
 use crate::shutdown;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
     #[error(transparent)]
-    Broker(#[from] BrokerError),
+    Start(#[from] StartError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Serves on `listener` until `signal` completes, then closes every client with
@@ -36,7 +42,31 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let (trigger, shutdown) = shutdown::channel();
     let drain_timeout = config.drain_timeout;
+    let metrics_listen = config.auth.metrics_listen;
     let node = Node::start(config, shutdown.clone()).await?;
+    if node.auth().insecure {
+        tracing::warn!(
+            "--insecure: clients name themselves (?user=) and the HTTP API is open unless \
+             API keys are set; development only"
+        );
+    }
+    if let Some(addr) = metrics_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Listen { addr, source })?;
+        let mut down = shutdown.clone();
+        let route = warp::path!("metrics")
+            .and(warp::get())
+            .map(http::metrics_response);
+        tokio::spawn(async move {
+            let server = warp::serve(route)
+                .incoming(listener)
+                .graceful(async move { down.recv().await })
+                .run();
+            server.await;
+        });
+        tracing::info!(%addr, "metrics on their own listener");
+    }
     let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
 
     let routes = http::routes(node.clone(), shutdown.clone(), drain_tx);

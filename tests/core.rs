@@ -6,10 +6,23 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use support::{Client, PATIENCE, Received, TestServer, config, http};
+use support::{Client, PATIENCE, Received, Scrape, TestServer, config, eventually};
 use tokio_tungstenite::tungstenite::Message;
 
 const QUIET: Duration = Duration::from_millis(300);
+
+/// Waits until the server's connection gauge reads `n` (a close has been processed).
+async fn wait_connections(server: &TestServer, n: f64) {
+    eventually("the connection count", PATIENCE, || async {
+        let v = server.metrics().await.value("shardcast_connections", &[]);
+        if v == n {
+            Ok(())
+        } else {
+            Err(format!("{v} connections, waiting for {n}"))
+        }
+    })
+    .await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_reaches_every_subscriber_and_unsubscribe_stops_delivery() {
@@ -86,16 +99,21 @@ async fn personal_channel_reaches_every_connection_of_the_user() {
     }
     bob.expect_silence(QUIET).await;
     // One connection leaving does not take the others' subscription with it.
+    let before = server.metrics().await.value("shardcast_connections", &[]);
     drop(alice1);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_connections(&server, before - 1.0).await;
     bob.publish("user:alice", json!("again"), 2).await;
     assert_eq!(alice2.next_message().await["data"], "again");
     assert_eq!(alice3.next_message().await["data"], "again");
-    // Subscribing to one's own personal channel is a harmless no-op.
+    // Subscribing to one's own personal channel again changes nothing: still exactly
+    // one copy of each message.
     let r = alice2
         .request(json!({"op":"subscribe","channel":"user:alice"}), 3)
         .await;
-    assert_eq!(r["op"], "ok");
+    assert_eq!(r, json!({"op":"ok","id":3}));
+    bob.publish("user:alice", json!("once"), 4).await;
+    assert_eq!(alice2.next_message().await["data"], "once");
+    alice2.expect_silence(QUIET).await;
     server.shutdown().await;
 }
 
@@ -118,14 +136,27 @@ async fn another_users_personal_channel_is_forbidden() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn anonymous_clients_get_an_assigned_id() {
-    let server = TestServer::memory().await;
+async fn without_a_user_id_a_development_connection_is_anonymous() {
+    let server = TestServer::start(config(&["--client-subscribe", "anonymous"])).await;
     let mut anon = Client::connect(&format!("ws://{}/ws", server.addr)).await;
+    let connected = anon.connected.clone().expect("connected");
+    assert_eq!(connected["user"], "", "{connected}");
+    assert_eq!(
+        connected["client"].as_str().map(str::len),
+        Some(16),
+        "{connected}"
+    );
     anon.subscribe("lobby", 1).await;
-    anon.publish("lobby", json!(1), 2).await;
-    let m = anon.next_message().await;
-    let from = m["from"].as_str().expect("from");
-    assert!(from.starts_with("anon-"), "{from}");
+    // The anonymous user has no personal channel, and may not claim one.
+    let r = anon
+        .request(json!({"op":"subscribe","channel":"user:"}), 2)
+        .await;
+    assert_eq!(r["code"], "forbidden", "{r}");
+    let r = anon.publish("lobby", json!(1), 3).await;
+    assert_eq!(
+        r["code"], "forbidden",
+        "anonymous connections may not publish here: {r}"
+    );
     server.shutdown().await;
 }
 
@@ -138,24 +169,41 @@ async fn a_silent_client_is_closed_by_the_pong_timeout_and_a_live_one_is_not() {
         "300ms",
     ]))
     .await;
+    let before = server.metrics().await;
     let mut silent = support::SilentClient::connect(server.addr, "/ws?user=silent").await;
     let mut live = server.client("live").await;
-    // `live` keeps reading (tungstenite answers pings while it reads); `silent` does not
-    // touch its socket at all, so it never answers.
-    live.expect_silence(Duration::from_millis(1500)).await;
+    // `live` keeps reading in its own task the whole time (tungstenite answers pings
+    // while it reads); `silent` does not touch its socket at all, so it never answers.
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return live,
+                ev = live.next_event(Duration::from_millis(50)) => {
+                    assert!(ev.is_none(), "the live client got {ev:?}");
+                }
+            }
+        }
+    });
     let (opcodes, code) = silent.read_until_close(PATIENCE).await;
     assert!(opcodes.contains(&9), "pings were sent: {opcodes:?}");
     assert_eq!(code, Some(4009));
+    let _ = stop.send(());
+    let mut live = reader.await.expect("live reader");
     let r = live.request(json!({"op":"ping"}), 1).await;
     assert_eq!(r["op"], "pong");
-    let (_, metrics) = http("GET", &server.http_url("/metrics"), None).await;
-    assert!(metric(&metrics, "shardcast_keepalive_timeouts_total") >= 1.0);
+    let after = server.metrics().await;
+    let delta = after.value("shardcast_keepalive_timeouts_total", &[])
+        - before.value("shardcast_keepalive_timeouts_total", &[]);
+    assert_eq!(delta, 1.0, "exactly the silent client timed out");
     server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_cut_off_while_the_others_receive_everything() {
     let server = TestServer::start(config(&["--outbound-queue-bytes", "65536"])).await;
+    let before = server.metrics().await;
+    let subscriptions = before.value("shardcast_subscriptions", &[]);
     // A client with a tiny receive buffer that never reads.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -170,7 +218,18 @@ async fn a_slow_consumer_is_cut_off_while_the_others_receive_everything() {
     let mut fast2 = server.client("fast2").await;
     fast1.subscribe("firehose", 1).await;
     fast2.subscribe("firehose", 1).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The slow client's subscribe is done once the server counts its two
+    // subscriptions (personal + firehose) beside the fast ones' four: it never reads,
+    // so its `ok` cannot be waited for.
+    eventually("the slow client's subscription", PATIENCE, || async {
+        let now = server.metrics().await.value("shardcast_subscriptions", &[]);
+        if now == subscriptions + 6.0 {
+            Ok(())
+        } else {
+            Err(format!("{now} subscriptions"))
+        }
+    })
+    .await;
 
     let total = 10_000u64;
     let payload = "x".repeat(1000);
@@ -235,8 +294,10 @@ async fn a_slow_consumer_is_cut_off_while_the_others_receive_everything() {
         "the slow client cannot have received everything"
     );
     assert!(matches!(code, Some(4008) | None), "close code {code:?}");
-    let (_, metrics) = http("GET", &server.http_url("/metrics"), None).await;
-    assert!(metric(&metrics, "shardcast_slow_consumer_disconnects_total") >= 1.0);
+    let after = server.metrics().await;
+    let delta = after.value("shardcast_slow_consumer_disconnects_total", &[])
+        - before.value("shardcast_slow_consumer_disconnects_total", &[]);
+    assert_eq!(delta, 1.0, "exactly the slow client was cut off");
     server.shutdown().await;
 }
 
@@ -270,6 +331,7 @@ async fn bad_input_gets_an_error_frame_and_the_connection_stays_usable() {
         "3",
     ]))
     .await;
+    let before = server.metrics().await;
     let mut c = server.client("u").await;
     let cases: &[(&str, Option<u64>, &str)] = &[
         ("not json", None, "bad_request"),
@@ -375,63 +437,108 @@ async fn bad_input_gets_an_error_frame_and_the_connection_stays_usable() {
     c.send_raw(Message::text(huge)).await;
     assert_eq!(c.expect_close(PATIENCE).await, Some(1009));
 
-    let (_, metrics) = http("GET", &server.http_url("/metrics"), None).await;
-    assert!(metric_labeled(&metrics, "shardcast_errors_total", "code=\"bad_request\"") >= 15.0);
+    // Every refusal above was counted by its code: 13 of the table, the long name
+    // and the binary frame are bad_request; one too_large, one limit, one close.
+    let after = server.metrics().await;
+    let delta = |code: &str| {
+        after.value("shardcast_errors_total", &[("code", code)])
+            - before.value("shardcast_errors_total", &[("code", code)])
+    };
+    assert_eq!(delta("bad_request"), 15.0);
+    assert_eq!(delta("no_history"), 1.0);
+    assert_eq!(
+        delta("too_large"),
+        2.0,
+        "the error frame and the 1009 close"
+    );
+    assert_eq!(delta("limit"), 1.0);
     server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_api_publishes_as_the_server_and_reports_errors_as_json() {
     let server = TestServer::start(config(&["--max-frame-bytes", "1024"])).await;
+    let before = server.metrics().await;
     let mut c = server.client("u").await;
     c.subscribe("news", 1).await;
 
-    let (status, body) = http(
-        "POST",
-        &server.http_url("/api/publish"),
-        Some(r#"{"channel":"news","data":{"headline":"x"}}"#),
-    )
-    .await;
-    assert_eq!((status, body.as_str()), (200, r#"{"ok":true}"#));
+    let r = server
+        .post(
+            "/api/publish",
+            r#"{"channel":"news","data":{"headline":"x"}}"#,
+        )
+        .await;
+    assert_eq!((r.status, r.body.as_str()), (200, r#"{"ok":true}"#));
     let m = c.next_message().await;
     assert_eq!(
         m,
         json!({"op":"message","channel":"news","data":{"headline":"x"}})
     );
 
-    let bad: &[(&str, &str, u16, &str)] = &[
-        ("POST", "/api/publish", 400, "not json"),
-        ("POST", "/api/publish", 400, r#"{"channel":"news"}"#),
-        ("POST", "/api/publish", 400, r#"{"channel":"a b","data":1}"#),
-        ("POST", "/api/publish", 400, r#"{"channel":5,"data":1}"#),
-        ("GET", "/nope", 404, ""),
-        ("GET", "/api/publish", 405, ""),
-        ("GET", "/ws", 400, ""),
+    let bad: &[(&str, &str, u16, &str, &str)] = &[
+        ("POST", "/api/publish", 400, "not json", "bad_request"),
+        (
+            "POST",
+            "/api/publish",
+            400,
+            r#"{"channel":"news"}"#,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/api/publish",
+            400,
+            r#"{"channel":"a b","data":1}"#,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/api/publish",
+            400,
+            r#"{"channel":5,"data":1}"#,
+            "bad_request",
+        ),
+        ("GET", "/nope", 404, "", "not_found"),
+        ("GET", "/api/publish", 405, "", "method_not_allowed"),
+        ("GET", "/ws", 400, "", "bad_request"),
     ];
-    for (method, path, want, body) in bad {
-        let (status, resp) = http(method, &server.http_url(path), Some(body)).await;
-        assert_eq!(status, *want, "{method} {path} {body} -> {resp}");
-        let v: Value = serde_json::from_str(&resp).unwrap_or_else(|e| panic!("{resp}: {e}"));
+    for (method, path, want, body, code) in bad {
+        let r = support::http::request(method, &server.http_url(path), &[], Some(body)).await;
+        assert_eq!(r.status, *want, "{method} {path} {body} -> {}", r.body);
+        let v = r.json();
+        assert_eq!(v["error"]["code"], *code, "{method} {path}: {v}");
         assert!(
-            v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
             "{v}"
         );
     }
     let big = format!(r#"{{"channel":"news","data":"{}"}}"#, "x".repeat(2000));
-    let (status, resp) = http("POST", &server.http_url("/api/publish"), Some(&big)).await;
-    assert_eq!(status, 413, "{resp}");
-    assert!(resp.contains("too_large"));
-    let (status, resp) = http("GET", &server.http_url("/ws?user=a%20b"), None).await;
-    assert_eq!(status, 400, "{resp}");
+    let r = server.post("/api/publish", &big).await;
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (413, Some("too_large"))
+    );
+    let r = server.get("/ws?user=a%20b").await;
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (400, Some("bad_request"))
+    );
 
-    let (status, body) = http("GET", &server.http_url("/healthz"), None).await;
-    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
-    let (status, body) = http("GET", &server.http_url("/readyz"), None).await;
-    assert_eq!((status, body.as_str()), (200, r#"{"ready":true}"#));
-    let (status, metrics) = http("GET", &server.http_url("/metrics"), None).await;
-    assert_eq!(status, 200);
+    let r = server.get("/healthz").await;
+    assert_eq!((r.status, r.body.as_str()), (200, r#"{"status":"ok"}"#));
+    let r = server.get("/readyz").await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, r#"{"insecure":true,"ready":true}"#)
+    );
+    let r = server.get("/metrics").await;
+    assert_eq!(r.status, 200);
+    let after = Scrape::parse(&r.body);
     for name in [
         "shardcast_connections",
+        "shardcast_connections_total",
         "shardcast_subscriptions",
         "shardcast_channels",
         "shardcast_messages_in_total",
@@ -440,12 +547,11 @@ async fn http_api_publishes_as_the_server_and_reports_errors_as_json() {
         "shardcast_slow_consumer_disconnects_total",
         "shardcast_errors_total",
     ] {
-        assert!(
-            metrics.contains(name),
-            "{name} missing from /metrics:\n{metrics}"
-        );
+        assert!(after.has(name), "{name} missing from /metrics:\n{}", r.body);
     }
-    assert!(metric(&metrics, "shardcast_messages_out_total") >= 1.0);
+    let delta = |name: &str| after.value(name, &[]) - before.value(name, &[]);
+    assert_eq!(delta("shardcast_messages_in_total"), 1.0, "one publish");
+    assert_eq!(delta("shardcast_messages_out_total"), 1.0, "one delivery");
     server.shutdown().await;
 }
 
@@ -468,25 +574,6 @@ async fn shutdown_closes_every_client_with_1012() {
     }
     // And it no longer accepts connections.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
-}
-
-/// Value of an unlabelled metric in Prometheus text.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            let (n, v) = l.split_once(' ')?;
-            (n == name).then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("metric {name} not found in:\n{text}"))
-}
-
-fn metric_labeled(text: &str, name: &str, label: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            let (n, v) = l.rsplit_once(' ')?;
-            (n.starts_with(&format!("{name}{{")) && n.contains(label)).then(|| v.parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("metric {name}{{{label}}} not found in:\n{text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

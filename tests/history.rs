@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Client, TestServer, config, http};
+use support::{Client, TestServer, config};
 
 async fn server(history: &str) -> TestServer {
     TestServer::start(config(&["--history", history])).await
@@ -29,21 +29,38 @@ async fn offsets_are_consecutive_and_the_subscribe_ok_carries_the_position() {
     let mut a = server.client("a").await;
     let ok = a.subscribe("chat:1", 1).await;
     assert_eq!(ok["offset"], 0);
-    let epoch = ok["epoch"].as_str().expect("epoch").to_string();
-    let last = publish_n(&mut a, "chat:1", 0, 5).await;
+    assert_eq!(
+        ok["epoch"], "",
+        "no epoch before the first publication: {ok}"
+    );
+    let r = a.publish("chat:1", json!({"n": 0}), 100).await;
+    let epoch = r["epoch"]
+        .as_str()
+        .expect("the publish ok carries the epoch")
+        .to_string();
+    assert_eq!(epoch.len(), 16, "{r}");
+    assert_eq!(r["offset"], 1);
+    let last = publish_n(&mut a, "chat:1", 1, 4).await;
     assert_eq!(last, 5);
     for want in 1..=5u64 {
         let m = a.next_message().await;
         assert_eq!(
-            (m["offset"].as_u64(), m["data"]["n"].as_u64()),
-            (Some(want), Some(want - 1))
+            (
+                m["offset"].as_u64(),
+                m["data"]["n"].as_u64(),
+                m["epoch"].as_str()
+            ),
+            (Some(want), Some(want - 1), Some(epoch.as_str()))
         );
     }
     let mut b = server.client("b").await;
     let ok = b.subscribe("chat:1", 2).await;
     assert_eq!(ok["offset"], 5);
-    assert_ne!(ok["epoch"], "", "an epoch once the channel has history");
-    assert!(epoch.is_empty() || ok["epoch"] == epoch.as_str());
+    assert_eq!(
+        ok["epoch"].as_str(),
+        Some(epoch.as_str()),
+        "the channel's epoch: {ok}"
+    );
     // Plain channels carry no offsets.
     let ok = a.subscribe("plain", 3).await;
     assert!(ok.get("offset").is_none(), "{ok}");
@@ -185,21 +202,18 @@ async fn a_retried_idempotent_publish_is_stored_and_delivered_once() {
     assert_eq!(offsets, vec![Some(1); 3], "the same offset every time");
     assert_eq!(s.next_message().await["offset"], 1);
     s.expect_silence(Duration::from_millis(300)).await;
-    let (status, body) = http(
-        "GET",
-        &server.http_url("/api/history?channel=orders:1&since=0"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let v: Value = serde_json::from_str(&body).unwrap();
+    let r = server.get("/api/history?channel=orders:1&since=0").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
     assert_eq!(v["publications"].as_array().map(Vec::len), Some(1), "{v}");
     // Over HTTP too.
     let body = r#"{"channel":"orders:1","data":"ship","idempotency_key":"k-2"}"#;
-    let (_, a) = http("POST", &server.http_url("/api/publish"), Some(body)).await;
-    let (_, b) = http("POST", &server.http_url("/api/publish"), Some(body)).await;
+    let a = server.post("/api/publish", body).await;
+    let b = server.post("/api/publish", body).await;
     assert_eq!(a, b);
-    assert!(a.contains(r#""offset":2"#), "{a}");
+    assert_eq!(a.json()["offset"], 2, "{}", a.body);
+    assert_eq!(s.next_message().await["data"], "ship");
+    s.expect_silence(Duration::from_millis(300)).await;
     server.shutdown().await;
 }
 
@@ -208,14 +222,11 @@ async fn history_api_returns_stored_publications_and_refuses_bad_requests() {
     let server = server("chat:1000:300s").await;
     let mut p = server.client("p").await;
     publish_n(&mut p, "chat:api", 0, 12).await;
-    let (status, body) = http(
-        "GET",
-        &server.http_url("/api/history?channel=chat:api&since=5&limit=4"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let v: Value = serde_json::from_str(&body).unwrap();
+    let r = server
+        .get("/api/history?channel=chat:api&since=5&limit=4")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: Value = r.json();
     let offsets: Vec<u64> = v["publications"]
         .as_array()
         .unwrap()
@@ -233,14 +244,9 @@ async fn history_api_returns_stored_publications_and_refuses_bad_requests() {
         ("channel=a%20b", "bad_request"),
         ("since=1", "bad_request"),
     ] {
-        let (status, body) = http(
-            "GET",
-            &server.http_url(&format!("/api/history?{query}")),
-            None,
-        )
-        .await;
-        assert_eq!(status, 400, "{query}: {body}");
-        assert!(body.contains(code), "{query}: {body}");
+        let r = server.get(&format!("/api/history?{query}")).await;
+        assert_eq!(r.status, 400, "{query}: {}", r.body);
+        assert_eq!(r.json()["error"]["code"], code, "{query}: {}", r.body);
     }
     // Over the socket: since on a plain channel, malformed positions, idempotency on plain.
     let mut c = server.client("c").await;

@@ -1,7 +1,9 @@
-//! The module graph stays acyclic and one-way: `src/lib.rs` lists the top-level
-//! modules in layer order, and a module may import (`crate::<module>`) only modules
-//! listed before it. This test reads the sources and fails on any import that
-//! points up (or sideways into a later module), naming the file and the line.
+//! The module graph stays acyclic and one-way: the module map in `src/lib.rs`'s
+//! documentation lists the top-level modules in layer order (one `* [`name`]`
+//! bullet each), and a module may import (`crate::<module>`) only modules listed
+//! before it. This test reads the sources and fails on any import that points up
+//! (or sideways into a later module), naming the file and the line, and on a module
+//! the map leaves out.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,13 +12,39 @@ fn src() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")
 }
 
-/// The `pub mod` lines of lib.rs, in order.
+fn lib_rs() -> String {
+    std::fs::read_to_string(src().join("lib.rs")).expect("src/lib.rs")
+}
+
+/// The modules of lib.rs's module map (`//! * [`name`]` bullets), in order.
 fn layers() -> Vec<String> {
-    let lib = std::fs::read_to_string(src().join("lib.rs")).expect("src/lib.rs");
-    lib.lines()
+    lib_rs()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("//! * [`"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The modules lib.rs declares.
+fn declared() -> Vec<String> {
+    lib_rs()
+        .lines()
         .filter_map(|l| l.trim().strip_prefix("pub mod "))
         .map(|m| m.trim_end_matches(';').trim().to_string())
         .collect()
+}
+
+#[test]
+fn the_module_map_lists_every_module_once() {
+    let mut map = layers();
+    let mut decl = declared();
+    map.sort();
+    decl.sort();
+    assert_eq!(
+        map, decl,
+        "lib.rs's module map and its `pub mod` lines differ"
+    );
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -2,11 +2,13 @@
 //! streams): one JSON object per publication, defined here and nowhere else.
 //!
 //! ```text
-//! plain:   {"d":<data>,"f":"<user>","u":<id>}
-//! history: {"o":<offset>,"e":"<epoch>","d":<data>,"f":"<user>"}
+//! plain:   {"d":<data>,"f":"<user>","i":<info>,"k":"<kind>","u":<id>}
+//! history: {"o":<offset>,"e":"<epoch>","d":<data>,"f":"<user>","i":<info>}
 //! ```
 //!
-//! `f` is omitted for server publishes. `u` is a random odd 64-bit id per plain
+//! `f` is omitted for server publishes, `i` when the publisher has no `info`, `k`
+//! for ordinary messages (`c` control, `j` join, `l` leave: made by shardcast
+//! itself, never stored). `u` is a random odd 64-bit id per plain
 //! publication so that a receiving hub can drop a repeat. A history payload is
 //! assembled by the publish script (`redis/scripts/publish.lua`), because only the
 //! shard knows the offset and epoch when it runs: the script prepends
@@ -19,13 +21,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::channel::{Channel, UserId};
-use crate::publication::Publication;
+use crate::publication::{Kind, Publication};
 
 #[derive(Serialize)]
 struct Out<'a> {
     d: &'a RawValue,
     #[serde(skip_serializing_if = "Option::is_none")]
     f: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    i: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    k: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     u: Option<u64>,
 }
@@ -36,6 +42,10 @@ struct In<'a> {
     d: &'a RawValue,
     #[serde(default)]
     f: Option<&'a str>,
+    #[serde(default, borrow)]
+    i: Option<&'a RawValue>,
+    #[serde(default)]
+    k: Option<&'a str>,
     #[serde(default)]
     o: Option<u64>,
     #[serde(default)]
@@ -44,10 +54,21 @@ struct In<'a> {
     u: Option<u64>,
 }
 
+fn kind_tag(k: Kind) -> Option<&'static str> {
+    match k {
+        Kind::Message => None,
+        Kind::Control => Some("c"),
+        Kind::Join => Some("j"),
+        Kind::Leave => Some("l"),
+    }
+}
+
 fn out(p: &Publication, u: Option<u64>) -> Out<'_> {
     Out {
         d: &p.data,
         f: p.from.as_ref().map(UserId::as_str),
+        i: p.info.as_deref(),
+        k: kind_tag(p.kind),
         u,
     }
 }
@@ -74,13 +95,23 @@ pub fn stored_tail(p: &Publication) -> Result<String, serde_json::Error> {
 pub fn decode(channel: &Channel, payload: &[u8]) -> Option<Publication> {
     let wire: In<'_> = serde_json::from_slice(payload).ok()?;
     let from = match wire.f {
+        Some("") => Some(UserId::anonymous()),
         Some(f) => Some(UserId::parse(f).ok()?),
         None => None,
     };
+    let kind = match wire.k {
+        None => Kind::Message,
+        Some("c") => Kind::Control,
+        Some("j") => Kind::Join,
+        Some("l") => Kind::Leave,
+        Some(_) => return None,
+    };
     Some(Publication {
         channel: channel.clone(),
+        kind,
         data: wire.d.to_owned(),
         from,
+        info: wire.i.map(|i| Arc::from(i.to_owned())),
         offset: wire.o,
         epoch: wire.e.map(Arc::from),
         uid: wire.u.unwrap_or(0),
@@ -128,11 +159,31 @@ mod tests {
     }
 
     #[test]
+    fn info_and_kind_round_trip() {
+        let mut p = publication(Some("bob"));
+        p.info = Some(Arc::from(
+            RawValue::from_string(r#"{"n":"Bob"}"#.into()).unwrap(),
+        ));
+        p.kind = Kind::Leave;
+        let back = decode(&p.channel, &plain(&p, 3).unwrap()).unwrap();
+        assert_eq!(
+            (back.kind, back.info.as_deref().map(RawValue::get)),
+            (Kind::Leave, Some(r#"{"n":"Bob"}"#))
+        );
+        let tail = stored_tail(&p).unwrap();
+        assert!(tail.contains(r#""i":{"n":"Bob"}"#), "{tail}");
+    }
+
+    #[test]
     fn foreign_payloads_are_not_publications() {
         let ch = Channel::parse("c").unwrap();
         assert!(decode(&ch, b"hello").is_none());
         assert!(decode(&ch, br#"{"x":1}"#).is_none());
         assert!(decode(&ch, br#"{"d":1,"f":"has space"}"#).is_none());
+        assert!(
+            decode(&ch, br#"{"d":1,"k":"x"}"#).is_none(),
+            "an unknown kind"
+        );
         assert!(new_uid() != 0);
     }
 }

@@ -13,6 +13,7 @@ use crate::channel::Channel;
 use crate::codes::ErrorCode;
 use crate::history::MAX_PAGE;
 use crate::node::Node;
+use crate::node::sessions::Command;
 use crate::protocol::MAX_IDEMPOTENCY_KEY_BYTES;
 
 /// A refusal, counted by code.
@@ -87,6 +88,47 @@ pub async fn publish(node: Arc<Node>, body: bytes::Bytes) -> Result<Response, Re
         body["epoch"] = json!(epoch);
     }
     Ok(warp::reply::json(&body).into_response())
+}
+
+#[derive(Deserialize)]
+struct CommandBody {
+    user: crate::channel::UserId,
+    #[serde(default)]
+    channel: Option<Channel>,
+}
+
+/// `POST /api/disconnect {"user"}`, `/api/subscribe` and `/api/unsubscribe
+/// {"user","channel"}`: a command to every connection of the user, on every
+/// instance (a control publication on the user's personal channel).
+pub async fn command(
+    name: String,
+    node: Arc<Node>,
+    body: bytes::Bytes,
+) -> Result<Response, Rejection> {
+    let parsed: CommandBody = serde_json::from_slice(&body).map_err(|e| {
+        reject(
+            &node,
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!("body must be {{\"user\":<id>}} (and \"channel\" to subscribe or unsubscribe): {e}"),
+            ),
+        )
+    })?;
+    let cmd = match (name.as_str(), parsed.channel) {
+        ("disconnect", _) => Command::Disconnect,
+        ("subscribe", Some(channel)) => Command::Subscribe { channel },
+        ("unsubscribe", Some(channel)) => Command::Unsubscribe { channel },
+        _ => {
+            return Err(reject(
+                &node,
+                ApiError::new(ErrorCode::BadRequest, format!("`{name}` needs a `channel`")),
+            ));
+        }
+    };
+    node.command(&parsed.user, &cmd)
+        .await
+        .map_err(|e| reject(&node, (&e).into()))?;
+    Ok(warp::reply::json(&json!({ "ok": true })).into_response())
 }
 
 #[derive(Deserialize)]

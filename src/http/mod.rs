@@ -16,7 +16,6 @@ use warp::http::{HeaderMap, StatusCode};
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
-use crate::channel::UserId;
 use crate::codes::ErrorCode;
 use crate::metrics::Metrics;
 use crate::node::Node;
@@ -35,35 +34,35 @@ pub fn routes(
         warp::any().map(move || node.clone())
     };
 
-    let user_from_query = warp::path!("ws")
+    let claimed_in_query = warp::path!("ws")
         .and(warp::query::<HashMap<String, String>>())
-        .map(|q: HashMap<String, String>| q.get("user").cloned());
-    let user_from_path = warp::path!("ws" / String).map(Some);
+        .map(|mut q: HashMap<String, String>| ws::Claimed {
+            user: q.remove("user"),
+            token: q.remove("token"),
+        });
+    let claimed_in_path = warp::path!("ws" / String)
+        .and(warp::query::<HashMap<String, String>>())
+        .map(|user: String, mut q: HashMap<String, String>| ws::Claimed {
+            user: Some(user),
+            token: q.remove("token"),
+        });
     // Paths before methods everywhere: warp reports the most specific rejection, and a
     // method filter first would turn every unknown path into a 405.
-    let ws = user_from_path
-        .or(user_from_query)
+    let ws = claimed_in_path
+        .or(claimed_in_query)
         .unify()
         .and(warp::get())
-        .and_then(|user: Option<String>| async move {
-            match user {
-                None => Ok(UserId::anonymous()),
-                Some(u) => UserId::parse(&u).map_err(|e| {
-                    warp::reject::custom(ApiError::new(
-                        ErrorCode::BadRequest,
-                        format!("invalid user id: {e}"),
-                    ))
-                }),
-            }
-        })
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<UpgradeSlot>())
         .and(with_node.clone())
         .and_then(
-            move |user: UserId, headers: HeaderMap, slot: Option<UpgradeSlot>, node: Arc<Node>| {
+            move |claimed: ws::Claimed,
+                  headers: HeaderMap,
+                  slot: Option<UpgradeSlot>,
+                  node: Arc<Node>| {
                 let (shutdown, drain) = (shutdown.clone(), drain.clone());
                 async move {
-                    ws::upgrade(node, user, &headers, slot, shutdown, drain)
+                    ws::upgrade(node, claimed, &headers, slot, shutdown, drain)
                         .map_err(warp::reject::custom)
                 }
             },
@@ -71,6 +70,7 @@ pub fn routes(
 
     let publish = warp::path!("api" / "publish")
         .and(warp::post())
+        .and(api_key(node.clone()))
         .and(with_node.clone())
         // The body is buffered, so its size is bounded before it is read (413 above
         // the hard limit; between the soft and hard limit `publish` answers 413 too).
@@ -94,29 +94,48 @@ pub fn routes(
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            warp::reply::with_status(warp::reply::json(&json!({ "ready": ready })), status)
-                .into_response()
+            let body = json!({ "ready": ready, "insecure": node.auth().insecure });
+            warp::reply::with_status(warp::reply::json(&body), status).into_response()
         });
 
-    let metrics = warp::path!("metrics").and(warp::get()).map(|| {
-        warp::reply::with_header(
-            Metrics::render(),
-            "content-type",
-            "text/plain; version=0.0.4",
-        )
-        .into_response()
-    });
+    // On its own listener when --metrics-listen is set (see server.rs).
+    let metrics_here = node.config().auth.metrics_listen.is_none();
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and_then(move || async move {
+            if metrics_here {
+                Ok(metrics_response())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        });
 
     let history = warp::path!("api" / "history")
         .and(warp::get())
+        .and(api_key(node.clone()))
         .and(with_node.clone())
         .and(warp::query::<api::HistoryQuery>())
         .and_then(api::history);
 
     let cluster = warp::path!("api" / "cluster")
         .and(warp::get())
-        .and(with_node)
+        .and(api_key(node.clone()))
+        .and(with_node.clone())
         .map(|node: Arc<Node>| warp::reply::json(&node.describe()).into_response());
+
+    let command = warp::path!("api" / String)
+        .and_then(|name: String| async move {
+            match name.as_str() {
+                "disconnect" | "subscribe" | "unsubscribe" => Ok(name),
+                _ => Err(warp::reject::not_found()),
+            }
+        })
+        .and(warp::post())
+        .and(api_key(node.clone()))
+        .and(with_node)
+        .and(warp::body::content_length_limit(64 * 1024))
+        .and(warp::body::bytes())
+        .and_then(api::command);
 
     ws.or(publish)
         .unify()
@@ -130,8 +149,49 @@ pub fn routes(
         .unify()
         .or(cluster)
         .unify()
+        .or(command)
+        .unify()
         .recover(recover)
         .unify()
+}
+
+/// `/metrics` as Prometheus text.
+pub fn metrics_response() -> Response {
+    warp::reply::with_header(
+        Metrics::render(),
+        "content-type",
+        "text/plain; version=0.0.4",
+    )
+    .into_response()
+}
+
+/// The API key check of `/api/*` routes: a 401 JSON error without a valid key.
+fn api_key(node: Arc<Node>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and(warp::header::optional::<String>("x-api-key"))
+        .and_then(
+            move |authorization: Option<String>, x_api_key: Option<String>| {
+                let node = node.clone();
+                async move {
+                    let key = crate::auth::apikey::presented(
+                        authorization.as_deref(),
+                        x_api_key.as_deref(),
+                    );
+                    match node.auth().api(key.as_deref()) {
+                        crate::auth::ApiAccess::Granted => Ok(()),
+                        crate::auth::ApiAccess::Refused(why) => {
+                            node.metrics().auth_failure("api_key");
+                            node.metrics().error(ErrorCode::Unauthorized);
+                            Err(warp::reject::custom(ApiError::new(
+                                ErrorCode::Unauthorized,
+                                why,
+                            )))
+                        }
+                    }
+                }
+            },
+        )
+        .untuple_one()
 }
 
 /// Turns every rejection into a JSON error body.

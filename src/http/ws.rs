@@ -19,9 +19,18 @@ use warp::reply::Response;
 use super::error::ApiError;
 use crate::channel::UserId;
 use crate::codes::ErrorCode;
+use crate::identity::Identity;
 use crate::node::Node;
-use crate::session;
+use crate::session::{self, Authenticated, Start};
 use crate::shutdown::Shutdown;
+
+/// What the upgrade request says about identity: `/ws/<user>` or `?user=`
+/// (development mode only) and `?token=` (with `--token-in-query` only).
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub user: Option<String>,
+    pub token: Option<String>,
+}
 
 /// hyper's upgrade handle for one request, made extractable by warp filters.
 #[derive(Clone)]
@@ -85,10 +94,85 @@ fn websocket_config(node: &Node) -> tungstenite::protocol::WebSocketConfig {
         .max_frame_size(Some(hard))
 }
 
-/// Answers an upgrade request for `user`: 101, then the session on the upgraded socket.
+/// Who the upgrade request is from, or why it is refused (before the upgrade).
+fn authenticate(node: &Node, claimed: Claimed, headers: &HeaderMap) -> Result<Start, ApiError> {
+    let auth = node.auth();
+    let metrics = node.metrics();
+    if !auth.can_authenticate() {
+        return Err(ApiError::new(
+            ErrorCode::NotConfigured,
+            "this server cannot authenticate clients: configure token keys (--token-hmac-secret, \
+             --token-public-key or --token-jwks), or run with --insecure for development",
+        ));
+    }
+    let bearer = headers
+        .get(warp::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_string())
+        });
+    let token = match (bearer, claimed.token) {
+        (Some(t), _) => Some(t),
+        (None, Some(t)) if auth.token_in_query => Some(t),
+        (None, Some(_)) => {
+            metrics.auth_failure("token_in_query");
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "a token in the URL is not accepted here (it would show in access logs): send it as \
+                 `Authorization: Bearer`, or in the first frame {\"op\":\"connect\",\"token\":...}",
+            ));
+        }
+        (None, None) => None,
+    };
+    if let Some(token) = token {
+        let Some(verifier) = &auth.verifier else {
+            return Err(ApiError::new(
+                ErrorCode::NotConfigured,
+                "this server has no token keys",
+            ));
+        };
+        let claims = verifier.connect(&token).map_err(|e| {
+            metrics.auth_failure("connect_token");
+            ApiError::new(e.code(), e.to_string())
+        })?;
+        return Ok(Start::Ready(Authenticated::from_claims(claims)));
+    }
+    match claimed.user {
+        Some(u) if auth.insecure => {
+            let user = UserId::parse(&u).map_err(|e| {
+                ApiError::new(ErrorCode::BadRequest, format!("invalid user id: {e}"))
+            })?;
+            Ok(Start::Ready(Authenticated {
+                identity: Identity::new(user, None),
+                expires_at: None,
+                channels: Vec::new(),
+            }))
+        }
+        Some(_) => {
+            metrics.auth_failure("self_asserted");
+            Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "a self-asserted user id (?user=) needs --insecure (development only); authenticate with a token",
+            ))
+        }
+        // Development mode without keys: an anonymous connection.
+        None if auth.verifier.is_none() => Ok(Start::Ready(Authenticated {
+            identity: Identity::new(UserId::anonymous(), None),
+            expires_at: None,
+            channels: Vec::new(),
+        })),
+        None => Ok(Start::AwaitConnect),
+    }
+}
+
+/// Answers an upgrade request: checks the handshake, the origin, the limits and
+/// the identity, then 101, then the session on the upgraded socket.
 pub fn upgrade(
     node: Arc<Node>,
-    user: UserId,
+    claimed: Claimed,
     headers: &HeaderMap,
     slot: Option<UpgradeSlot>,
     shutdown: Shutdown,
@@ -101,6 +185,39 @@ pub fn upgrade(
              Sec-WebSocket-Version: 13, Sec-WebSocket-Key)",
         )
     })?;
+    let origin = headers
+        .get(warp::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    let host = headers
+        .get(warp::http::header::HOST)
+        .and_then(|v| v.to_str().ok());
+    if !node.auth().origins.allows(origin, host) {
+        node.metrics().connection_refused("origin");
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "origin `{}` is not allowed (--allowed-origins)",
+                origin.unwrap_or_default()
+            ),
+        ));
+    }
+    let start = authenticate(&node, claimed, headers)?;
+    if let Start::Ready(a) = &start
+        && !node.connections().user_has_room(&a.identity.user)
+    {
+        node.metrics().connection_refused("per_user");
+        return Err(ApiError::new(
+            ErrorCode::Limit,
+            "this user has too many connections on this instance (--max-connections-per-user)",
+        ));
+    }
+    if let Err(r) = node.connections().admit() {
+        node.metrics().connection_refused(r.as_str());
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            format!("connection refused: {} reached", r.as_str()),
+        ));
+    }
     let on_upgrade = slot.and_then(|s| s.take()).ok_or_else(|| {
         ApiError::new(ErrorCode::BadRequest, "this connection cannot be upgraded")
     })?;
@@ -114,7 +231,7 @@ pub fn upgrade(
                     Some(config),
                 )
                 .await;
-                session::serve(ws, node, user, shutdown, drain).await;
+                session::serve(ws, node, start, shutdown, drain).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }

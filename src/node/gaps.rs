@@ -25,7 +25,7 @@ pub async fn fill_gaps(
             _ = shutdown.recv() => return,
         };
         let Some(node) = node.upgrade() else { return };
-        let Some(retention) = node.history.retention(&req.channel).cloned() else {
+        let Some(retention) = node.config.namespaces.retention(&req.channel).cloned() else {
             node.hub.fill(&req.channel, Vec::new());
             continue;
         };

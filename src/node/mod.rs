@@ -12,26 +12,42 @@ mod error;
 mod events;
 mod gaps;
 mod gate;
+pub mod sessions;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::value::RawValue;
+use thiserror::Error;
 use tokio::sync::mpsc;
 
 pub use error::NodeError;
 
+use crate::auth::{Auth, AuthError};
 use crate::broker::{Broker, BrokerError};
 use crate::channel::{Channel, UserId};
 use crate::config::Config;
-use crate::history::{HistoryPage, HistoryPolicy, MAX_PAGE, Retention};
+use crate::history::{HistoryPage, MAX_PAGE, Retention};
 use crate::hub::{Hub, SessionId};
+use crate::identity::Identity;
+use crate::limits::Connections;
 use crate::metrics::Metrics;
+use crate::namespace::NamespaceOptions;
 use crate::outbox::Outbox;
 use crate::protocol::{ServerFrame, Since, message_frame};
-use crate::publication::{Publication, PublishAck};
+use crate::publication::{Kind, Publication, PublishAck};
 use crate::shutdown::Shutdown;
 use gate::Gates;
+use sessions::{Command, Sessions};
+
+/// Why an instance could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
 
 pub struct Node {
     config: Config,
@@ -39,8 +55,22 @@ pub struct Node {
     gates: Gates,
     broker: Broker,
     metrics: Metrics,
-    history: HistoryPolicy,
+    auth: Auth,
+    connections: Connections,
+    sessions: Arc<Sessions>,
     next_session: AtomicU64,
+}
+
+/// How a subscribe is answered, once the broker subscription is live (and on
+/// history channels, before any message of the subscriber).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// Nothing (a request without `id`, the personal channel).
+    Silent,
+    /// `ok` to request `id`.
+    Ok(u64),
+    /// A `subscribed` frame (a server-side subscription).
+    Subscribed,
 }
 
 /// One publish request of a connection.
@@ -51,22 +81,35 @@ pub struct PublishRequest {
 }
 
 impl Node {
-    pub async fn start(config: Config, shutdown: Shutdown) -> Result<Arc<Node>, BrokerError> {
+    pub async fn start(config: Config, shutdown: Shutdown) -> Result<Arc<Node>, StartError> {
         let metrics = Metrics::new();
+        let auth = Auth::from_config(&config.auth)?;
+        metrics.insecure.set(if auth.insecure { 1.0 } else { 0.0 });
         let hub = Arc::new(Hub::new(metrics.clone()));
+        let sessions = Arc::new(Sessions::default());
         let (gap_tx, gap_rx) = mpsc::unbounded_channel();
         let events = Arc::new(events::Events {
             hub: hub.clone(),
+            sessions: sessions.clone(),
             gaps: gap_tx,
+            metrics: metrics.clone(),
         });
         let broker = Broker::start(&config, events, metrics.clone(), shutdown.clone()).await?;
+        let limits = &config.limits;
+        let connections = Connections::new(
+            limits.max_connections,
+            limits.max_connections_per_user,
+            limits.max_connects_per_second,
+        );
         let node = Arc::new(Node {
-            history: HistoryPolicy::new(&config.history),
             config,
             hub,
             gates: Gates::new(),
             broker,
             metrics,
+            auth,
+            connections,
+            sessions,
             next_session: AtomicU64::new(1),
         });
         tokio::spawn(gaps::fill_gaps(Arc::downgrade(&node), gap_rx, shutdown));
@@ -79,6 +122,28 @@ impl Node {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    pub fn connections(&self) -> &Connections {
+        &self.connections
+    }
+
+    /// The command inbox of a new session of `user` (commands come from the API).
+    pub fn register_session(&self, user: &UserId, session: SessionId) -> Arc<sessions::Inbox> {
+        self.sessions.register(user, session)
+    }
+
+    pub fn unregister_session(&self, user: &UserId, session: SessionId) {
+        self.sessions.unregister(user, session);
+    }
+
+    /// The options of `channel`'s namespace.
+    pub fn options(&self, channel: &Channel) -> &NamespaceOptions {
+        self.config.namespaces.options(channel)
     }
 
     pub fn next_session_id(&self) -> SessionId {
@@ -96,7 +161,7 @@ impl Node {
     }
 
     fn retention(&self, channel: &Channel) -> Option<&Retention> {
-        self.history.retention(channel)
+        self.config.namespaces.retention(channel)
     }
 
     /// Subscribes a local connection and queues its `ok` (the answer to request
@@ -110,7 +175,7 @@ impl Node {
         outbox: &Outbox,
         channel: &Channel,
         since: Option<&Since>,
-        ack: Option<u64>,
+        ack: Ack,
     ) -> Result<(), NodeError> {
         let retention = self.retention(channel).cloned();
         if since.is_some() && retention.is_none() {
@@ -136,8 +201,8 @@ impl Node {
             return Err(e.into());
         }
         let Some(retention) = retention else {
-            if let Some(id) = ack {
-                outbox.push(ServerFrame::ok(id).to_bytes(), &self.metrics);
+            if let Some(frame) = ack_frame(ack, channel, None) {
+                outbox.push(frame, &self.metrics);
             }
             return Ok(());
         };
@@ -165,17 +230,11 @@ impl Node {
             }
         };
         let mut frames = Vec::with_capacity(replay.len() + 1);
-        if let Some(id) = ack {
-            frames.push(
-                ServerFrame::Ok {
-                    id,
-                    offset: Some(page.top),
-                    epoch: Some(&page.epoch),
-                    recovered,
-                }
-                .to_bytes(),
-            );
-        }
+        frames.extend(ack_frame(
+            ack,
+            channel,
+            Some((page.top, &page.epoch, recovered)),
+        ));
         frames.extend(replay.iter().map(message_frame));
         self.hub
             .release(channel, session, frames, page.top, &page.epoch);
@@ -221,7 +280,7 @@ impl Node {
         &self,
         channel: Channel,
         data: Box<RawValue>,
-        from: Option<UserId>,
+        from: Option<&Identity>,
         idempotency_key: Option<&str>,
     ) -> Result<PublishAck, NodeError> {
         let retention = self.retention(&channel);
@@ -230,11 +289,7 @@ impl Node {
         }
         self.metrics.messages_in.increment(1);
         self.broker
-            .publish(
-                Publication::new(channel, data, from),
-                retention,
-                idempotency_key,
-            )
+            .publish(publication(channel, data, from), retention, idempotency_key)
             .await
             .map_err(|e| {
                 self.metrics.broker_publish_errors.increment(1);
@@ -247,7 +302,7 @@ impl Node {
     /// Results come back in request order.
     pub async fn publish_batch(
         &self,
-        from: &UserId,
+        from: &Identity,
         requests: Vec<PublishRequest>,
     ) -> Vec<Result<PublishAck, NodeError>> {
         if requests.len() == 1
@@ -259,13 +314,8 @@ impl Node {
             let mut out = Vec::with_capacity(requests.len());
             for r in requests {
                 out.push(
-                    self.publish(
-                        r.channel,
-                        r.data,
-                        Some(from.clone()),
-                        r.idempotency_key.as_deref(),
-                    )
-                    .await,
+                    self.publish(r.channel, r.data, Some(from), r.idempotency_key.as_deref())
+                        .await,
                 );
             }
             return out;
@@ -279,7 +329,7 @@ impl Node {
                 continue;
             }
             out.push(None);
-            batch.push(Publication::new(r.channel, r.data, Some(from.clone())));
+            batch.push(publication(r.channel, r.data, Some(from)));
         }
         self.metrics.messages_in.increment(batch.len() as u64);
         let mut results = self.broker.publish_plain_batch(batch).await.into_iter();
@@ -298,6 +348,22 @@ impl Node {
             .collect()
     }
 
+    /// Sends `cmd` to every connection of `user`, on every instance: a control
+    /// publication on the user's personal channel.
+    pub async fn command(&self, user: &UserId, cmd: &Command) -> Result<(), NodeError> {
+        let Some(channel) = Channel::personal(user) else {
+            return Err(NodeError::Internal(
+                "the anonymous user has no connections to command",
+            ));
+        };
+        let data = serde_json::value::to_raw_value(cmd)
+            .map_err(|_| NodeError::Internal("command encoding"))?;
+        let mut p = Publication::new(channel, data, None);
+        p.kind = Kind::Control;
+        self.broker.publish(p, None, None).await?;
+        Ok(())
+    }
+
     /// A history channel's publications after `since`, at most `limit`.
     pub async fn history(
         &self,
@@ -313,4 +379,35 @@ impl Node {
             .history(channel, retention, Some(since), limit)
             .await?)
     }
+}
+
+/// A publication from `from` (a client connection) or the server (`None`).
+fn publication(channel: Channel, data: Box<RawValue>, from: Option<&Identity>) -> Publication {
+    let mut p = Publication::new(channel, data, from.map(|i| i.user.clone()));
+    p.info = from.and_then(|i| i.info.clone());
+    p
+}
+
+/// The answer to a subscribe: `position` is (offset, epoch, recovered) on history channels.
+fn ack_frame(
+    ack: Ack,
+    channel: &Channel,
+    position: Option<(u64, &str, Option<bool>)>,
+) -> Option<bytes::Bytes> {
+    let frame = match ack {
+        Ack::Silent => return None,
+        Ack::Ok(id) => ServerFrame::Ok {
+            id,
+            offset: position.map(|p| p.0),
+            epoch: position.map(|p| p.1),
+            recovered: position.and_then(|p| p.2),
+            expires_in: None,
+        },
+        Ack::Subscribed => ServerFrame::Subscribed {
+            channel: channel.as_str(),
+            offset: position.map(|p| p.0),
+            epoch: position.map(|p| p.1),
+        },
+    };
+    Some(frame.to_bytes())
 }

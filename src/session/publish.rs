@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::channel::UserId;
+use crate::identity::Identity;
 use crate::node::{Node, PublishRequest};
 use crate::outbox::Outbox;
 use crate::protocol::ServerFrame;
@@ -23,7 +23,7 @@ pub type Job = (Option<u64>, PublishRequest);
 
 pub async fn publish_loop(
     node: Arc<Node>,
-    user: UserId,
+    identity: Identity,
     outbox: Outbox,
     mut rx: mpsc::Receiver<Job>,
 ) {
@@ -31,7 +31,7 @@ pub async fn publish_loop(
     let mut jobs = Vec::new();
     while rx.recv_many(&mut jobs, PUBLISH_BATCH).await > 0 {
         let (ids, requests): (Vec<Option<u64>>, Vec<PublishRequest>) = jobs.drain(..).unzip();
-        let results = node.publish_batch(&user, requests).await;
+        let results = node.publish_batch(&identity, requests).await;
         for (id, result) in ids.into_iter().zip(results) {
             let frame = match result {
                 Ok(ack) => match id {
@@ -40,6 +40,7 @@ pub async fn publish_loop(
                         offset: ack.offset,
                         epoch: ack.epoch.as_deref(),
                         recovered: None,
+                        expires_in: None,
                     }
                     .to_bytes(),
                     None => continue,

@@ -130,6 +130,17 @@ pub async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
 
     let _ = timeout(CLOSE_GRACE, async {
         if let Some(code) = reason.code {
+            // What was queued before the close (an error frame saying why, the
+            // last answers) goes first; a slow consumer's backlog does not.
+            if code != CloseCode::SlowConsumer {
+                batch.clear();
+                rx.drain_now(&mut batch, usize::MAX);
+                for frame in batch.drain(..) {
+                    if let Ok(text) = Utf8Bytes::try_from(frame) {
+                        let _ = sink.feed(Message::Text(text)).await;
+                    }
+                }
+            }
             let frame = CloseFrame {
                 code: code.code().into(),
                 reason: Utf8Bytes::from_static(code.reason()),

@@ -1,26 +1,22 @@
-//! Shared test harness: real servers on 127.0.0.1:0 and real WebSocket clients.
-#![allow(dead_code)]
+//! The tests' harness: shardcast's own pieces on top of shardcast-testkit (which
+//! holds everything a user's tests could use too: the cluster, clients, load
+//! accounting, metric scrapes, polling).
+#![allow(dead_code, unused_imports)]
 
 pub mod cluster;
-pub mod load;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
 use shardcast::config::Config;
+pub use shardcast_testkit::http::{self, Response};
+pub use shardcast_testkit::{Client, PATIENCE, Received, Scrape, eventually, ws_frame};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
-/// How long a test waits for something that should happen promptly.
-pub const PATIENCE: Duration = Duration::from_secs(10);
-
-/// A shardcast server running in this process.
+/// A shardcast server running in this process (the embedded broker unless the
+/// config says otherwise). Its metrics are the process's: compare before and after.
 pub struct TestServer {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -49,7 +45,7 @@ impl TestServer {
     }
 
     pub async fn memory() -> TestServer {
-        TestServer::start(Config::defaults()).await
+        TestServer::start(config(&[])).await
     }
 
     pub fn ws_url(&self, user: &str) -> String {
@@ -62,6 +58,35 @@ impl TestServer {
 
     pub async fn client(&self, user: &str) -> Client {
         Client::connect(&self.ws_url(user)).await
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        http::get(&self.http_url(path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: &str) -> Response {
+        http::post(&self.http_url(path), body).await
+    }
+
+    /// A POST with an API key; panics unless it is answered 200.
+    pub async fn post_as(&self, path: &str, body: &str, api_key: &str) -> Response {
+        let key = format!("apikey {api_key}");
+        let r = http::request(
+            "POST",
+            &self.http_url(path),
+            &[("authorization", &key)],
+            Some(body),
+        )
+        .await;
+        assert_eq!(r.status, 200, "POST {path} {body}: {}", r.body);
+        r
+    }
+
+    /// A `/metrics` scrape (process-wide figures).
+    pub async fn metrics(&self) -> Scrape {
+        let r = self.get("/metrics").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        Scrape::parse(&r.body)
     }
 
     /// Signals shutdown and waits for `run` to return.
@@ -78,203 +103,31 @@ impl TestServer {
     }
 }
 
-/// A real WebSocket client.
-pub struct Client {
-    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    /// Frames read while looking for something else (e.g. a request's answer).
-    pending: std::collections::VecDeque<Value>,
-}
+/// The flags most tests run with: self-asserted users (`?user=`), and clients
+/// may publish into any channel of a namespace the test does not configure.
+pub const DEV: &[&str] = &[
+    "--insecure",
+    "--client-publish",
+    "authenticated",
+    "--publish-rate",
+    "0",
+    "--subscribe-rate",
+    "0",
+];
 
-#[derive(Debug)]
-pub enum Received {
-    Frame(Value),
-    Closed(Option<u16>),
-}
-
-impl Client {
-    pub async fn connect(url: &str) -> Client {
-        let (ws, _) = tokio::time::timeout(PATIENCE, connect_async(url))
-            .await
-            .expect("connect timed out")
-            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
-        Client {
-            ws,
-            pending: Default::default(),
-        }
-    }
-
-    pub async fn send(&mut self, v: Value) {
-        self.ws
-            .send(Message::text(v.to_string()))
-            .await
-            .expect("send frame");
-    }
-
-    pub async fn send_raw(&mut self, m: Message) {
-        self.ws.send(m).await.expect("send raw frame");
-    }
-
-    /// The next text frame or the close, skipping pings/pongs.
-    pub async fn next_event(&mut self, wait: Duration) -> Option<Received> {
-        if let Some(v) = self.pending.pop_front() {
-            return Some(Received::Frame(v));
-        }
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let next = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .ok()?;
-            match next {
-                None => return Some(Received::Closed(None)),
-                Some(Err(_)) => return Some(Received::Closed(None)),
-                Some(Ok(Message::Text(t))) => {
-                    let v: Value = serde_json::from_str(&t)
-                        .unwrap_or_else(|e| panic!("server sent invalid JSON {t}: {e}"));
-                    return Some(Received::Frame(v));
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    return Some(Received::Closed(frame.map(|f: CloseFrame| f.code.into())));
-                }
-                Some(Ok(_)) => continue,
-            }
-        }
-    }
-
-    /// The next text frame; panics on close or timeout.
-    pub async fn recv(&mut self) -> Value {
-        match self.next_event(PATIENCE).await {
-            Some(Received::Frame(v)) => v,
-            other => panic!("expected a frame, got {other:?}"),
-        }
-    }
-
-    /// Asserts nothing arrives within `wait`.
-    pub async fn expect_silence(&mut self, wait: Duration) {
-        if let Some(e) = self.next_event(wait).await {
-            panic!("expected silence, got {e:?}");
-        }
-    }
-
-    /// Reads until the connection closes; returns the close code.
-    pub async fn expect_close(&mut self, wait: Duration) -> Option<u16> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            match self
-                .next_event(deadline.saturating_duration_since(tokio::time::Instant::now()))
-                .await
-            {
-                Some(Received::Closed(code)) => return code,
-                Some(Received::Frame(_)) => continue,
-                None => panic!("connection did not close within {wait:?}"),
-            }
-        }
-    }
-
-    /// Sends a request with `id` and returns the answer with that id.
-    pub async fn request(&mut self, mut v: Value, id: u64) -> Value {
-        v["id"] = json!(id);
-        self.send(v).await;
-        let mut skipped = Vec::new();
-        loop {
-            let f = match self.next_event(PATIENCE).await {
-                Some(Received::Frame(v)) => v,
-                other => panic!("expected the answer to request {id}, got {other:?}"),
-            };
-            if f["id"] == json!(id) {
-                self.pending.extend(skipped);
-                return f;
-            }
-            skipped.push(f);
-        }
-    }
-
-    pub async fn subscribe(&mut self, channel: &str, id: u64) -> Value {
-        let r = self
-            .request(json!({"op":"subscribe","channel":channel}), id)
-            .await;
-        assert_eq!(r["op"], "ok", "subscribe {channel}: {r}");
-        r
-    }
-
-    pub async fn publish(&mut self, channel: &str, data: Value, id: u64) -> Value {
-        self.request(json!({"op":"publish","channel":channel,"data":data}), id)
-            .await
-    }
-
-    /// The next `message` frame (answers to requests are dropped).
-    pub async fn next_message(&mut self) -> Value {
-        loop {
-            let f = self.recv().await;
-            if f["op"] == "message" {
-                return f;
-            }
-        }
-    }
-}
-
-/// A `Config` with the defaults and the given overrides applied as flags.
+/// A `Config` with [`DEV`] and the given overrides applied as flags.
 pub fn config(args: &[&str]) -> Config {
-    use clap::Parser;
+    let mut argv = vec!["shardcast"];
+    argv.extend_from_slice(DEV);
+    argv.extend_from_slice(args);
+    Config::from_args(argv).expect("test config")
+}
+
+/// A `Config` with only the given flags: production defaults (no `--insecure`).
+pub fn secure_config(args: &[&str]) -> Config {
     let mut argv = vec!["shardcast"];
     argv.extend_from_slice(args);
-    Config::try_parse_from(argv).expect("test config")
-}
-
-/// HTTP helper (plain, tiny; no client crate needed for a few requests).
-pub async fn http(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
-    try_http(method, url, body).await
-}
-
-/// Like [`http`], but a refused connection is status 0 instead of a panic.
-pub async fn try_http(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").expect("http url");
-    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let Ok(mut stream) = TcpStream::connect(host).await else {
-        return (0, String::new());
-    };
-    let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(req.as_bytes()).await.expect("write http");
-    let mut buf = Vec::new();
-    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut buf))
-        .await
-        .expect("http timed out")
-        .expect("read http");
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status: u16 = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad http response: {text}"));
-    let body = match text.find("\r\n\r\n") {
-        Some(i) => decode_chunked_if_needed(&text[..i], &text[i + 4..]),
-        None => String::new(),
-    };
-    (status, body)
-}
-
-fn decode_chunked_if_needed(head: &str, body: &str) -> String {
-    if !head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return body.to_string();
-    }
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some(i) = rest.find("\r\n") {
-        let size = usize::from_str_radix(rest[..i].trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        out.push_str(&rest[i + 2..i + 2 + size]);
-        rest = &rest[i + 2 + size + 2..];
-    }
-    out
+    Config::from_args(argv).expect("test config")
 }
 
 /// A WebSocket client on a bare TCP socket that never answers anything: the socket
@@ -319,12 +172,11 @@ impl SilentClient {
         let mut opcodes = Vec::new();
         let mut chunk = [0u8; 4096];
         loop {
-            while let Some((opcode, payload, used)) = parse_frame(&self.buf) {
+            while let Some((h, payload, used)) = ws_frame::parse(&self.buf) {
+                let code = ws_frame::close_code(payload);
                 self.buf.drain(..used);
-                opcodes.push(opcode);
-                if opcode == 8 {
-                    let code =
-                        (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                opcodes.push(h.opcode);
+                if h.opcode == ws_frame::CLOSE {
                     return (opcodes, code);
                 }
             }
@@ -339,22 +191,4 @@ impl SilentClient {
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
-}
-
-/// One unmasked server frame: (opcode, payload, bytes used).
-fn parse_frame(b: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
-    if b.len() < 2 {
-        return None;
-    }
-    let opcode = b[0] & 0x0f;
-    let (len, start) = match b[1] & 0x7f {
-        126 => (u16::from_be_bytes([*b.get(2)?, *b.get(3)?]) as usize, 4),
-        127 => (
-            u64::from_be_bytes(b.get(2..10)?.try_into().ok()?) as usize,
-            10,
-        ),
-        n => (n as usize, 2),
-    };
-    let payload = b.get(start..start + len)?.to_vec();
-    Some((opcode, payload, start + len))
 }

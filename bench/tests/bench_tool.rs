@@ -1,12 +1,78 @@
 //! The benchmark tool measures what it claims: run against a real server, its
-//! report must account for every publication and every delivery.
-
-mod support;
+//! report must account for every publication and every delivery, and agree with
+//! the server's own counters.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use support::TestServer;
+use shardcast_testkit::{Scrape, http};
+use tokio::sync::oneshot;
+
+/// A shardcast server in this process (embedded broker, self-asserted users).
+struct Server {
+    addr: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let config = shardcast::config::Config::from_args([
+            "shardcast",
+            "--insecure",
+            "--client-publish",
+            "authenticated",
+            "--publish-rate",
+            "0",
+            "--subscribe-rate",
+            "0",
+        ])
+        .expect("config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            shardcast::server::run(listener, config, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server");
+        });
+        Server {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    async fn metrics(&self) -> Scrape {
+        let r = http::get(&format!("http://{}/metrics", self.addr)).await;
+        assert_eq!(r.status, 200);
+        Scrape::parse(&r.body)
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("stopped")
+            .expect("server task");
+    }
+}
+
+/// The difference of a counter between two scrapes.
+fn delta(after: &Scrape, before: &Scrape, name: &str) -> u64 {
+    (after.value(name, &[]) - before.value(name, &[])) as u64
+}
 
 /// Runs shardcast-bench with `args` and returns its stdout and JSON report.
 async fn bench(args: &[&str]) -> (String, serde_json::Value) {
@@ -43,12 +109,12 @@ async fn bench(args: &[&str]) -> (String, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_broadcast_report_accounts_for_every_delivery() {
-    let server = TestServer::memory().await;
-    let url = format!("ws://{}/ws", server.addr);
+    let server = Server::start().await;
     let pid = std::process::id().to_string();
+    let before = server.metrics().await;
     let (stdout, report) = bench(&[
         "--url",
-        &url,
+        &server.url(),
         "--server-pid",
         &pid,
         "broadcast",
@@ -60,9 +126,15 @@ async fn bench_broadcast_report_accounts_for_every_delivery() {
         "1",
     ])
     .await;
+    let after = server.metrics().await;
     assert!(stdout.contains("deliveries/s"), "human table: {stdout}");
     let published = report["published"].as_u64().expect("published");
     assert!(published >= 150, "about 200 msg/s for 1 s: {report}");
+    assert_eq!(
+        delta(&after, &before, "shardcast_messages_in_total"),
+        published,
+        "the server saw every publish"
+    );
     assert_eq!(
         report["expected_deliveries"].as_u64(),
         Some(published * 20),
@@ -71,6 +143,11 @@ async fn bench_broadcast_report_accounts_for_every_delivery() {
     assert_eq!(
         report["delivered"], report["expected_deliveries"],
         "{report}"
+    );
+    assert_eq!(
+        delta(&after, &before, "shardcast_messages_out_total"),
+        published * 20,
+        "the server queued exactly what the tool counted"
     );
     assert_eq!(
         (report["lost"].as_u64(), report["duplicated"].as_u64()),
@@ -96,12 +173,12 @@ async fn bench_broadcast_report_accounts_for_every_delivery() {
 /// seen by the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_idle_spreads_connections_over_worker_processes() {
-    let server = TestServer::memory().await;
-    let url = format!("ws://{}/ws", server.addr);
+    let server = Server::start().await;
     let pid = std::process::id().to_string();
+    let before = server.metrics().await;
     let (stdout, report) = bench(&[
         "--url",
-        &url,
+        &server.url(),
         "--server-pid",
         &pid,
         "idle",
@@ -113,33 +190,38 @@ async fn bench_idle_spreads_connections_over_worker_processes() {
         "3",
     ])
     .await;
+    let after = server.metrics().await;
     assert!(
         stdout.contains("server per connection"),
         "human table: {stdout}"
     );
     assert_eq!(report["connected"], 30, "{report}");
     assert_eq!(report["held"], 30, "{report}");
-    assert_eq!(report["processes"], 3, "{report}");
-    let (_, metrics) = support::http("GET", &server.http_url("/metrics"), None).await;
-    let accepted: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("shardcast_connections_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no connection counter in:\n{metrics}"));
-    assert!(accepted >= 30.0, "the server saw {accepted} connections");
+    assert_eq!(
+        delta(&after, &before, "shardcast_connections_total"),
+        30,
+        "the server accepted exactly the tool's connections"
+    );
+    let workers = report["worker_pids"].as_array().map(Vec::len);
+    assert_eq!(
+        workers,
+        Some(3),
+        "three distinct worker processes held them: {report}"
+    );
     server.shutdown().await;
 }
 
 /// `saturate` steps the rate up and ends with a run at half of the last good rate; a
 /// p99 limit no healthy run reaches keeps the steps going up to `--max-rate`, so the
-/// shape of the report is known in advance while every count is still checked.
+/// shape of the report is known in advance while every count is still checked
+/// against the server's own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_saturate_ends_with_a_run_at_half_the_last_good_rate() {
-    let server = TestServer::memory().await;
-    let url = format!("ws://{}/ws", server.addr);
+    let server = Server::start().await;
+    let before = server.metrics().await;
     let (stdout, report) = bench(&[
         "--url",
-        &url,
+        &server.url(),
         "saturate",
         "--clients",
         "10",
@@ -155,14 +237,22 @@ async fn bench_saturate_ends_with_a_run_at_half_the_last_good_rate() {
         "60000",
     ])
     .await;
+    let after = server.metrics().await;
     assert!(stdout.contains("half of the last good rate"), "{stdout}");
     let steps = report["steps"].as_array().expect("steps");
     assert_eq!(steps.len(), 2, "{report}");
+    let mut delivered = 0;
     for step in steps.iter().chain([&report["half"]]) {
         assert_eq!(step["lost"].as_u64(), Some(0), "{step}");
         assert_eq!(step["errors"].as_u64(), Some(0), "{step}");
-        assert!(step["delivered"].as_u64().is_some_and(|d| d > 0), "{step}");
+        assert_eq!(step["delivered"], step["expected_deliveries"], "{step}");
+        delivered += step["delivered"].as_u64().expect("delivered");
     }
+    assert_eq!(
+        delta(&after, &before, "shardcast_messages_out_total"),
+        delivered,
+        "the tool's deliveries are the server's"
+    );
     assert_eq!(report["last_good"]["offered_rate"].as_f64(), Some(200.0));
     assert_eq!(report["half"]["offered_rate"].as_f64(), Some(100.0));
     server.shutdown().await;
@@ -172,8 +262,9 @@ async fn bench_saturate_ends_with_a_run_at_half_the_last_good_rate() {
 /// delivery; `storm` reconnects every client and counts each resubscription.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_rooms_and_storm_account_for_every_client() {
-    let server = TestServer::memory().await;
-    let url = format!("ws://{}/ws", server.addr);
+    let server = Server::start().await;
+    let url = server.url();
+    let before = server.metrics().await;
     let (_, rooms) = bench(&[
         "--url",
         &url,
@@ -186,19 +277,32 @@ async fn bench_rooms_and_storm_account_for_every_client() {
         "1",
     ])
     .await;
+    let mid = server.metrics().await;
     assert_eq!(rooms["clients"].as_u64(), Some(9), "{rooms}");
-    assert!(
-        rooms["published"].as_u64().is_some_and(|p| p >= 30),
-        "{rooms}"
+    let published = rooms["published"].as_u64().expect("published");
+    assert!(published >= 30, "{rooms}");
+    assert_eq!(
+        delta(&mid, &before, "shardcast_messages_in_total"),
+        published
     );
     assert_eq!(
         rooms["expected_deliveries"].as_u64(),
-        rooms["published"].as_u64().map(|p| p * 3),
+        Some(published * 3),
         "each publication reaches its room's 3 members: {rooms}"
     );
     assert_eq!(rooms["delivered"], rooms["expected_deliveries"], "{rooms}");
+    assert_eq!(
+        delta(&mid, &before, "shardcast_messages_out_total"),
+        published * 3
+    );
     assert_eq!(rooms["errors"].as_u64(), Some(0), "{rooms}");
     let (_, storm) = bench(&["--url", &url, "storm", "--clients", "20", "--channels", "5"]).await;
+    let after = server.metrics().await;
     assert_eq!(storm["resubscribed"].as_u64(), Some(20), "{storm}");
+    assert_eq!(
+        delta(&after, &mid, "shardcast_connections_total"),
+        40,
+        "20 clients connected twice"
+    );
     server.shutdown().await;
 }

@@ -1,4 +1,4 @@
-//! Client protocol v1: JSON text frames (see docs/PROTOCOL.md).
+//! Client frames: what a client may send, parsed and validated.
 //!
 //! Parsing is two-step on purpose: the frame is first read as an envelope of raw,
 //! borrowed fields, so that the request `id` can be recovered even when another field
@@ -8,8 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
 use crate::channel::{Channel, NameError};
-pub use crate::codes::ErrorCode;
-use crate::publication::Publication;
+use crate::codes::ErrorCode;
 
 /// A resume position: the last offset the client saw and the epoch it belonged to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,9 +21,24 @@ pub struct Since {
 /// One request from a client.
 #[derive(Debug)]
 pub enum Request {
+    /// Authenticate with a connection token (first frame, when the upgrade carried none).
+    Connect {
+        token: String,
+    },
+    /// A fresh connection token before the current one expires.
+    Refresh {
+        token: String,
+    },
     Subscribe {
         channel: Channel,
         since: Option<Since>,
+        /// A subscription token (private channels).
+        token: Option<String>,
+    },
+    /// A fresh subscription token for a channel subscribed with one.
+    SubRefresh {
+        channel: Channel,
+        token: String,
     },
     Unsubscribe {
         channel: Channel,
@@ -33,6 +47,20 @@ pub enum Request {
         channel: Channel,
         data: Box<RawValue>,
         idempotency_key: Option<String>,
+    },
+    /// Who is in a channel.
+    Presence {
+        channel: Channel,
+    },
+    /// How many clients and users are in a channel.
+    PresenceStats {
+        channel: Channel,
+    },
+    /// A history channel's stored publications after `since`.
+    History {
+        channel: Channel,
+        since: u64,
+        limit: usize,
     },
     Ping,
 }
@@ -81,10 +109,18 @@ struct Envelope<'a> {
     since: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     idempotency_key: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    token: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    limit: Option<&'a RawValue>,
 }
 
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+/// Longest token accepted (a JWT with generous claims).
+pub const MAX_TOKEN_BYTES: usize = 8192;
+/// Largest `limit` of a history request.
+pub const MAX_HISTORY_LIMIT: usize = 1000;
 
 /// Parses one text frame.
 pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
@@ -124,29 +160,45 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
             .map_err(|_| bad("field `channel` must be a string".into()))?;
         Channel::parse(&s).map_err(|e: NameError| bad(format!("invalid channel name: {e}")))
     };
+    let token = |required: bool| -> Result<Option<String>, FrameError> {
+        let Some(raw) = env.token else {
+            return if required {
+                Err(bad(format!("missing field `token` for op `{op}`")))
+            } else {
+                Ok(None)
+            };
+        };
+        let t: String = serde_json::from_str(raw.get())
+            .map_err(|_| bad("field `token` must be a string".into()))?;
+        if t.is_empty() || t.len() > MAX_TOKEN_BYTES {
+            return Err(bad(format!(
+                "field `token` must be 1-{MAX_TOKEN_BYTES} bytes"
+            )));
+        }
+        Ok(Some(t))
+    };
     let request = match op {
+        "connect" => Request::Connect {
+            token: token(true)?.unwrap_or_default(),
+        },
+        "refresh" => Request::Refresh {
+            token: token(true)?.unwrap_or_default(),
+        },
         "subscribe" => {
             let since = match env.since {
                 None => None,
-                Some(raw) => {
-                    let since = serde_json::from_str::<Since>(raw.get()).map_err(|e| {
-                        bad(format!(
-                            "field `since` must be {{\"offset\":<u64>,\"epoch\":<string>}}: {e}"
-                        ))
-                    })?;
-                    if since.epoch.len() > 64
-                        || !since.epoch.chars().all(|c| c.is_ascii_alphanumeric())
-                    {
-                        return Err(bad("`since.epoch` must be the epoch the server sent (up to 64 letters and digits)".into()));
-                    }
-                    Some(since)
-                }
+                Some(raw) => Some(parse_since(raw, &bad)?),
             };
             Request::Subscribe {
                 channel: channel()?,
                 since,
+                token: token(false)?,
             }
         }
+        "sub_refresh" => Request::SubRefresh {
+            channel: channel()?,
+            token: token(true)?.unwrap_or_default(),
+        },
         "unsubscribe" => Request::Unsubscribe {
             channel: channel()?,
         },
@@ -160,11 +212,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
                 Some(raw) => {
                     let key: String = serde_json::from_str(raw.get())
                         .map_err(|_| bad("field `idempotency_key` must be a string".into()))?;
-                    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
-                        return Err(bad(format!(
-                            "field `idempotency_key` must be 1-{MAX_IDEMPOTENCY_KEY_BYTES} bytes"
-                        )));
-                    }
+                    check_idempotency_key(&key).map_err(bad)?;
                     Some(key)
                 }
             };
@@ -174,15 +222,71 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
                 idempotency_key,
             }
         }
+        "presence" => Request::Presence {
+            channel: channel()?,
+        },
+        "presence_stats" => Request::PresenceStats {
+            channel: channel()?,
+        },
+        "history" => {
+            let since = match env.since {
+                None => 0,
+                Some(raw) => serde_json::from_str::<u64>(raw.get()).map_err(|_| {
+                    bad("field `since` of `history` must be an offset (unsigned integer)".into())
+                })?,
+            };
+            let limit = match env.limit {
+                None => 100,
+                Some(raw) => serde_json::from_str::<usize>(raw.get())
+                    .ok()
+                    .filter(|l| (1..=MAX_HISTORY_LIMIT).contains(l))
+                    .ok_or_else(|| bad(format!("field `limit` must be 1-{MAX_HISTORY_LIMIT}")))?,
+            };
+            Request::History {
+                channel: channel()?,
+                since,
+                limit,
+            }
+        }
         "ping" => Request::Ping,
         other => {
             return Err(bad(format!(
-                "unknown op `{}`; expected subscribe, unsubscribe, publish or ping",
+                "unknown op `{}`; expected connect, refresh, subscribe, sub_refresh, unsubscribe, publish, presence, presence_stats, history or ping",
                 truncate(other, 64)
             )));
         }
     };
     Ok(ClientFrame { id, request })
+}
+
+fn parse_since(raw: &RawValue, bad: &impl Fn(String) -> FrameError) -> Result<Since, FrameError> {
+    let since = serde_json::from_str::<Since>(raw.get()).map_err(|e| {
+        bad(format!(
+            "field `since` must be {{\"offset\":<u64>,\"epoch\":<string>}}: {e}"
+        ))
+    })?;
+    check_epoch(&since.epoch).map_err(bad)?;
+    Ok(since)
+}
+
+/// An epoch as the server sends them: up to 64 ASCII letters and digits.
+pub fn check_epoch(epoch: &str) -> Result<(), String> {
+    if epoch.len() > 64 || !epoch.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(
+            "`since.epoch` must be the epoch the server sent (up to 64 letters and digits)".into(),
+        );
+    }
+    Ok(())
+}
+
+/// An idempotency key: 1-128 bytes.
+pub fn check_idempotency_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+        return Err(format!(
+            "field `idempotency_key` must be 1-{MAX_IDEMPOTENCY_KEY_BYTES} bytes"
+        ));
+    }
+    Ok(())
 }
 
 /// Best effort: the id of a frame that failed to parse as a whole (e.g. duplicate keys).
@@ -205,84 +309,6 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// Frames the server sends. `Message` frames are built by [`message_frame`] instead,
-/// once per node, and shared.
-#[derive(Debug, Serialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-pub enum ServerFrame<'a> {
-    Ok {
-        id: u64,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        offset: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        epoch: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        recovered: Option<bool>,
-    },
-    Error {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        id: Option<u64>,
-        code: ErrorCode,
-        message: &'a str,
-    },
-    Pong {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        id: Option<u64>,
-    },
-}
-
-impl ServerFrame<'_> {
-    pub fn ok(id: u64) -> ServerFrame<'static> {
-        ServerFrame::Ok {
-            id,
-            offset: None,
-            epoch: None,
-            recovered: None,
-        }
-    }
-
-    pub fn to_bytes(&self) -> bytes::Bytes {
-        // Serializing these plain structs cannot fail.
-        bytes::Bytes::from(serde_json::to_vec(self).unwrap_or_default())
-    }
-}
-
-impl FrameError {
-    pub fn to_frame(&self) -> bytes::Bytes {
-        ServerFrame::Error {
-            id: self.id,
-            code: self.code,
-            message: &self.message,
-        }
-        .to_bytes()
-    }
-}
-
-/// Serializes a `message` frame. Called once per publication per node.
-pub fn message_frame(p: &Publication) -> bytes::Bytes {
-    #[derive(Serialize)]
-    struct Message<'a> {
-        op: &'static str,
-        channel: &'a str,
-        data: &'a RawValue,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        from: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        offset: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        epoch: Option<&'a str>,
-    }
-    let m = Message {
-        op: "message",
-        channel: p.channel.as_str(),
-        data: &p.data,
-        from: p.from.as_ref().map(|u| u.as_str()),
-        offset: p.offset,
-        epoch: p.epoch.as_deref(),
-    };
-    bytes::Bytes::from(serde_json::to_vec(&m).unwrap_or_default())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,15 +321,23 @@ mod tests {
     fn parses_every_op() {
         let f = parse_client_frame(r#"{"op":"subscribe","channel":"a","id":7}"#).unwrap();
         assert_eq!(f.id, Some(7));
-        assert!(matches!(f.request, Request::Subscribe { since: None, .. }));
+        assert!(matches!(
+            f.request,
+            Request::Subscribe {
+                since: None,
+                token: None,
+                ..
+            }
+        ));
         let f = parse_client_frame(
-            r#"{"op":"subscribe","channel":"a","since":{"offset":3,"epoch":"e"}}"#,
+            r#"{"op":"subscribe","channel":"a","since":{"offset":3,"epoch":"e"},"token":"t"}"#,
         )
         .unwrap();
         assert!(matches!(
             f.request,
             Request::Subscribe {
                 since: Some(Since { offset: 3, .. }),
+                token: Some(_),
                 ..
             }
         ));
@@ -322,6 +356,46 @@ mod tests {
                 .request,
             Request::Unsubscribe { .. }
         ));
+        assert!(matches!(
+            parse_client_frame(r#"{"op":"connect","token":"x.y.z","id":1}"#)
+                .unwrap()
+                .request,
+            Request::Connect { .. }
+        ));
+        assert!(matches!(
+            parse_client_frame(r#"{"op":"refresh","token":"x.y.z"}"#)
+                .unwrap()
+                .request,
+            Request::Refresh { .. }
+        ));
+        assert!(matches!(
+            parse_client_frame(r#"{"op":"sub_refresh","channel":"p","token":"t"}"#)
+                .unwrap()
+                .request,
+            Request::SubRefresh { .. }
+        ));
+        assert!(matches!(
+            parse_client_frame(r#"{"op":"presence","channel":"p"}"#)
+                .unwrap()
+                .request,
+            Request::Presence { .. }
+        ));
+        assert!(matches!(
+            parse_client_frame(r#"{"op":"presence_stats","channel":"p"}"#)
+                .unwrap()
+                .request,
+            Request::PresenceStats { .. }
+        ));
+        assert!(matches!(
+            parse_client_frame(r#"{"op":"history","channel":"h","since":4,"limit":2}"#)
+                .unwrap()
+                .request,
+            Request::History {
+                since: 4,
+                limit: 2,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -335,6 +409,10 @@ mod tests {
         assert_eq!(e.id, Some(11));
         let e = err(r#"{"op":"subscribe","channel":"a b","id":12}"#);
         assert_eq!(e.id, Some(12));
+        let e = err(r#"{"op":"connect","id":13}"#);
+        assert!(e.message.contains("token"), "{}", e.message);
+        let e = err(r#"{"op":"history","channel":"h","limit":0,"id":14}"#);
+        assert_eq!(e.id, Some(14));
     }
 
     #[test]
@@ -343,19 +421,5 @@ mod tests {
         assert_eq!(err("nope").code, ErrorCode::BadRequest);
         assert_eq!(err(r#"{"op":"ping","id":-1}"#).id, None);
         assert_eq!(err(r#"{"id":3}"#).id, Some(3));
-    }
-
-    #[test]
-    fn message_frame_carries_raw_data() {
-        let p = Publication::new(
-            Channel::parse("c").unwrap(),
-            RawValue::from_string("{\"x\":[1,2]}".into()).unwrap(),
-            crate::channel::UserId::parse("u").ok(),
-        );
-        let f = message_frame(&p);
-        assert_eq!(
-            std::str::from_utf8(&f).unwrap(),
-            r#"{"op":"message","channel":"c","data":{"x":[1,2]},"from":"u"}"#
-        );
     }
 }

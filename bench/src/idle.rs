@@ -195,7 +195,8 @@ pub struct IdleReport {
     pub connected: usize,
     /// Still open when the tool let go: the servers dropped none meanwhile.
     pub held: usize,
-    pub processes: usize,
+    /// PIDs of the worker processes that held connections (empty: held by the tool itself).
+    pub worker_pids: Vec<u32>,
     pub instances: usize,
     pub server_rss_before_mib: f64,
     pub server_rss_after_mib: f64,
@@ -230,14 +231,21 @@ impl Holders {
         }
     }
 
+    fn worker_pids(&self) -> Vec<u32> {
+        match self {
+            Holders::Here(_) => Vec::new(),
+            Holders::Workers(w) => w.iter().filter_map(|(c, _)| c.child.id()).collect(),
+        }
+    }
+
     /// RSS of the largest holding process, KiB.
     fn largest_rss_kib(&self) -> u64 {
         match self {
-            Holders::Here(_) => crate::rss_kib("self"),
+            Holders::Here(_) => crate::meter::rss_kib("self"),
             Holders::Workers(w) => w
                 .iter()
                 .filter_map(|(c, _)| c.child.id())
-                .map(|pid| crate::rss_kib(&pid.to_string()))
+                .map(|pid| crate::meter::rss_kib(&pid.to_string()))
                 .max()
                 .unwrap_or(0),
         }
@@ -259,7 +267,7 @@ impl Holders {
 }
 
 pub async fn run(plan: Plan<'_>) -> Result<IdleReport, String> {
-    let rss = |pid: &u32| crate::rss_kib(&pid.to_string());
+    let rss = |pid: &u32| crate::meter::rss_kib(&pid.to_string());
     let before: Vec<u64> = plan.pids.iter().map(rss).collect();
     let procs = plan.procs.max(1);
     let holders = if procs == 1 {
@@ -283,8 +291,19 @@ pub async fn run(plan: Plan<'_>) -> Result<IdleReport, String> {
     let after: Vec<u64> = plan.pids.iter().map(rss).collect();
     let bench_rss = holders.largest_rss_kib();
     let connected = holders.connected();
+    let mut worker_pids = holders.worker_pids();
+    worker_pids.sort_unstable();
+    worker_pids.dedup();
     let held = holders.release().await?;
-    Ok(report(&plan, &before, &after, connected, held, bench_rss))
+    Ok(report(
+        &plan,
+        &before,
+        &after,
+        connected,
+        held,
+        bench_rss,
+        worker_pids,
+    ))
 }
 
 fn report(
@@ -294,13 +313,14 @@ fn report(
     connected: usize,
     held: usize,
     bench_rss: u64,
+    worker_pids: Vec<u32>,
 ) -> IdleReport {
     let (b, a): (u64, u64) = (before.iter().sum(), after.iter().sum());
     IdleReport {
         connections: plan.connections,
         connected,
         held,
-        processes: plan.procs.max(1),
+        worker_pids,
         instances: plan.urls.len(),
         server_rss_before_mib: b as f64 / 1024.0,
         server_rss_after_mib: a as f64 / 1024.0,
@@ -321,7 +341,9 @@ pub fn print(r: &IdleReport) {
     );
     println!(
         "{:<28} {} instance(s), {} tool process(es)",
-        "spread over", r.instances, r.processes
+        "spread over",
+        r.instances,
+        r.worker_pids.len().max(1)
     );
     println!(
         "{:<28} {:.1} MiB -> {:.1} MiB (growth per instance: {:?} MiB)",

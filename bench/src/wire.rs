@@ -9,6 +9,7 @@
 //! queue up. Server frames are never masked (RFC 6455 §5.1), so the parse is short.
 //! Pings are answered so that the server's keepalive stays satisfied.
 
+use shardcast_testkit::ws_frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -21,23 +22,11 @@ pub enum Frame<'a> {
     Other,
 }
 
-/// Header of the frame at the start of `buf`: (fin, opcode, header length, payload
-/// length), or `None` while the header is incomplete.
+/// (fin, opcode, header length, payload length) of the frame at the start of
+/// `buf`, or `None` while its header is incomplete.
 fn header(buf: &[u8]) -> Option<(bool, u8, usize, usize)> {
-    let (b0, b1) = (*buf.first()?, *buf.get(1)?);
-    let masked = b1 & 0x80 != 0;
-    let (len, mut at) = match b1 & 0x7f {
-        126 => (u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize, 4),
-        127 => {
-            let b: [u8; 8] = buf.get(2..10)?.try_into().ok()?;
-            (u64::from_be_bytes(b) as usize, 10)
-        }
-        n => (n as usize, 2),
-    };
-    if masked {
-        at += 4; // a server must not mask; the payload is then unreadable here
-    }
-    Some((b0 & 0x80 != 0, b0 & 0x0f, at, len))
+    let h = ws_frame::header(buf)?;
+    Some((h.fin, h.opcode, h.len, usize::try_from(h.payload_len).ok()?))
 }
 
 pub struct Reader {
@@ -97,22 +86,9 @@ impl Reader {
 
     /// Sends a client frame (masked with a zero key, which RFC 6455 permits).
     pub async fn send(&mut self, opcode: u8, payload: &[u8]) -> std::io::Result<()> {
-        let mut frame = Vec::with_capacity(payload.len() + 14);
-        frame.push(0x80 | opcode);
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n <= u16::MAX as usize => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&[0; 4]);
-        frame.extend_from_slice(payload);
-        self.stream.write_all(&frame).await
+        self.stream
+            .write_all(&ws_frame::client_frame(opcode, payload))
+            .await
     }
 
     /// Answers a ping with a pong carrying the same payload.
@@ -124,22 +100,5 @@ impl Reader {
     pub async fn close(mut self) {
         let _ = self.send(0x8, &1000u16.to_be_bytes()).await;
         let _ = self.stream.shutdown().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::header;
-
-    #[test]
-    fn header_lengths_follow_rfc6455() {
-        assert_eq!(header(&[0x81, 5]), Some((true, 1, 2, 5)));
-        assert_eq!(header(&[0x81, 126, 1, 0]), Some((true, 1, 4, 256)));
-        assert_eq!(
-            header(&[0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
-            Some((true, 1, 10, 65536))
-        );
-        assert_eq!(header(&[0x09, 0x80]), Some((false, 9, 6, 0)));
-        assert_eq!(header(&[0x81, 126, 1]), None, "incomplete");
     }
 }

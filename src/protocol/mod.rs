@@ -1,0 +1,12 @@
+//! Client protocol v1: JSON text frames (docs/PROTOCOL.md). [`client`] parses what
+//! clients send; [`server`] encodes what the server sends.
+
+mod client;
+mod server;
+
+pub use crate::codes::ErrorCode;
+pub use client::{
+    ClientFrame, FrameError, MAX_HISTORY_LIMIT, MAX_IDEMPOTENCY_KEY_BYTES, MAX_TOKEN_BYTES,
+    Request, Since, check_epoch, check_idempotency_key, parse_client_frame,
+};
+pub use server::{ServerFrame, answer, message_frame};
