@@ -29,6 +29,10 @@ pub enum ErrorCode {
     TokenExpired,
     /// The server has no way to authenticate anyone: neither keys nor `--insecure`.
     NotConfigured,
+    /// A presence request for a channel whose namespace keeps no presence.
+    NoPresence,
+    /// The channel has more members than `--presence-max`: ask `presence_stats`.
+    TooManyMembers,
     /// A bug on our side; logged.
     Internal,
     /// HTTP only: no such route.
@@ -52,6 +56,8 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::TokenExpired => "token_expired",
             ErrorCode::NotConfigured => "not_configured",
+            ErrorCode::NoPresence => "no_presence",
+            ErrorCode::TooManyMembers => "too_many_members",
             ErrorCode::Internal => "internal",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
@@ -59,7 +65,7 @@ impl ErrorCode {
         }
     }
 
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::BadRequest,
         ErrorCode::TooLarge,
         ErrorCode::Forbidden,
@@ -70,6 +76,8 @@ impl ErrorCode {
         ErrorCode::Unauthorized,
         ErrorCode::TokenExpired,
         ErrorCode::NotConfigured,
+        ErrorCode::NoPresence,
+        ErrorCode::TooManyMembers,
         ErrorCode::Internal,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,

@@ -16,6 +16,7 @@
 //! * [`config`]      flags, their `SHARDCAST_*` environment equivalents, the TOML file.
 //! * [`metrics`]     Prometheus metrics, created once and shared.
 //! * [`identity`]    who a connection is: user, client id, public info.
+//! * [`presence`]    presence entries and the local members table (pure bookkeeping).
 //! * [`auth`]        connection and subscription tokens, API keys, origins.
 //! * [`policy`]      who may subscribe or publish where: pure decisions.
 //! * [`limits`]      token buckets and connection counters.
@@ -48,6 +49,7 @@ pub mod namespace;
 pub mod node;
 pub mod outbox;
 pub mod policy;
+pub mod presence;
 pub mod protocol;
 pub mod publication;
 pub mod server;

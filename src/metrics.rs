@@ -56,6 +56,8 @@ pub struct Metrics {
     pub duplicates_dropped: Counter,
     /// 1 when the instance runs with `--insecure`.
     pub insecure: Gauge,
+    /// Duration of one presence refresh of every local member.
+    pub presence_refresh: Histogram,
 }
 
 impl Metrics {
@@ -87,6 +89,7 @@ impl Metrics {
             history_unreplicated: counter!("shardcast_history_unreplicated_total"),
             duplicates_dropped: counter!("shardcast_duplicates_dropped_total"),
             insecure: gauge!("shardcast_insecure_mode"),
+            presence_refresh: histogram!("shardcast_presence_refresh_seconds"),
         }
     }
 

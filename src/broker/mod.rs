@@ -23,12 +23,22 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::channel::Channel;
+use crate::channel::{Channel, ClientId};
 use crate::config::{BrokerKind, Config};
 use crate::history::{HistoryPage, Retention};
 use crate::metrics::Metrics;
+use crate::presence::{Found, Stats};
 use crate::publication::{Publication, PublishAck};
 use crate::shutdown::Shutdown;
+
+/// One presence channel's local members, for a refresh.
+#[derive(Debug, Clone)]
+pub struct PresenceBatch {
+    pub channel: Channel,
+    /// (client, entry JSON).
+    pub members: crate::presence::Members,
+    pub join_leave: bool,
+}
 
 /// What the broker tells the node. Called from the broker's own tasks: an
 /// implementation must not block (the hub's fan-out never waits).
@@ -154,6 +164,88 @@ impl Broker {
         match self {
             Broker::Memory(b) => Ok(b.history(channel, retention, since, limit)),
             Broker::Redis(b) => b.history(channel, retention, since, limit).await,
+        }
+    }
+
+    /// `client` joins `channel` with `entry`; a `join` goes to the channel's
+    /// subscribers everywhere when `join_leave`. The entry expires after `ttl`
+    /// unless refreshed.
+    pub async fn presence_join(
+        &self,
+        channel: &Channel,
+        client: &ClientId,
+        entry: &str,
+        ttl: Duration,
+        join_leave: bool,
+    ) -> Result<(), BrokerError> {
+        match self {
+            Broker::Memory(b) => {
+                b.presence
+                    .join(&b.events, channel, client, entry, join_leave);
+                Ok(())
+            }
+            Broker::Redis(b) => {
+                b.shared()
+                    .presence_join(channel, client, entry, ttl, join_leave)
+                    .await
+            }
+        }
+    }
+
+    pub async fn presence_leave(
+        &self,
+        channel: &Channel,
+        client: &ClientId,
+        entry: &str,
+        join_leave: bool,
+    ) -> Result<(), BrokerError> {
+        match self {
+            Broker::Memory(b) => {
+                b.presence.leave(&b.events, channel, client, join_leave);
+                Ok(())
+            }
+            Broker::Redis(b) => {
+                b.shared()
+                    .presence_leave(channel, client, entry, join_leave)
+                    .await
+            }
+        }
+    }
+
+    /// Re-asserts this instance's members and pushes their expiry; removes expired
+    /// members (with their leaves).
+    pub async fn presence_refresh(
+        &self,
+        batch: &[PresenceBatch],
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        match self {
+            Broker::Memory(_) => Ok(()),
+            Broker::Redis(b) => b.shared().presence_refresh(batch, ttl).await,
+        }
+    }
+
+    /// The members of `channel`, up to `max` (more: [`Found::TooMany`]).
+    pub async fn presence(
+        &self,
+        channel: &Channel,
+        join_leave: bool,
+        max: usize,
+    ) -> Result<Found, BrokerError> {
+        match self {
+            Broker::Memory(b) => Ok(b.presence.members(channel, max)),
+            Broker::Redis(b) => b.shared().presence(channel, join_leave, max).await,
+        }
+    }
+
+    pub async fn presence_stats(
+        &self,
+        channel: &Channel,
+        join_leave: bool,
+    ) -> Result<Stats, BrokerError> {
+        match self {
+            Broker::Memory(b) => Ok(b.presence.stats(channel)),
+            Broker::Redis(b) => b.shared().presence_stats(channel, join_leave).await,
         }
     }
 

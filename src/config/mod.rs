@@ -162,6 +162,16 @@ pub struct Config {
     #[arg(long, env = "SHARDCAST_CLIENT_SUBSCRIBE", value_enum)]
     pub client_subscribe: Option<SubscribePolicy>,
 
+    /// How long a presence entry lives without a refresh (instances refresh theirs
+    /// every third of this): the longest a crashed instance's clients stay listed.
+    #[arg(long, env = "SHARDCAST_PRESENCE_TTL", value_parser = duration, default_value = "60s")]
+    pub presence_ttl: Duration,
+
+    /// Most members `presence` lists; a bigger channel answers `too_many_members`
+    /// (ask `presence_stats` instead).
+    #[arg(long, env = "SHARDCAST_PRESENCE_MAX", default_value_t = 1000)]
+    pub presence_max: usize,
+
     /// Adaptive write coalescing: a connection that wrote less than this long ago
     /// gathers frames until this much time has passed since that write, so under
     /// load it writes at most once per window (fewer syscalls and wakeups on both
@@ -173,6 +183,11 @@ pub struct Config {
     /// instances share a small machine.
     #[arg(long, env = "SHARDCAST_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+
+    /// Serve the files of this directory over HTTP (GET /<path>, `index.html` for
+    /// `/`), after every other route: for a demo page on the same origin.
+    #[arg(long, env = "SHARDCAST_STATIC_DIR")]
+    pub static_dir: Option<PathBuf>,
 
     /// Log format; the filter comes from RUST_LOG (default: info).
     #[arg(long, env = "SHARDCAST_LOG_FORMAT", value_enum, default_value = "text")]

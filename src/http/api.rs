@@ -132,6 +132,34 @@ pub async fn command(
 }
 
 #[derive(Deserialize)]
+pub struct ChannelQuery {
+    channel: String,
+}
+
+/// `GET /api/presence?channel=C`: the channel's members, cluster-wide.
+pub async fn presence(node: Arc<Node>, q: ChannelQuery) -> Result<Response, Rejection> {
+    let channel = channel(&node, &q.channel)?;
+    let members = node
+        .presence(&channel)
+        .await
+        .map_err(|e| reject(&node, (&e).into()))?;
+    Ok(warp::reply::json(&json!({ "channel": channel, "clients": members })).into_response())
+}
+
+/// `GET /api/presence_stats?channel=C`: how many clients and users.
+pub async fn presence_stats(node: Arc<Node>, q: ChannelQuery) -> Result<Response, Rejection> {
+    let channel = channel(&node, &q.channel)?;
+    let stats = node
+        .presence_stats(&channel)
+        .await
+        .map_err(|e| reject(&node, (&e).into()))?;
+    Ok(warp::reply::json(
+        &json!({ "channel": channel, "clients": stats.clients, "users": stats.users }),
+    )
+    .into_response())
+}
+
+#[derive(Deserialize)]
 pub struct HistoryQuery {
     channel: String,
     since: Option<u64>,

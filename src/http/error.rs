@@ -31,6 +31,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::LengthRequired => StatusCode::LENGTH_REQUIRED,
         ErrorCode::Unauthorized | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
         ErrorCode::NotConfigured => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::TooManyMembers => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::NoPresence => StatusCode::BAD_REQUEST,
         ErrorCode::BadRequest | ErrorCode::NotSubscribed | ErrorCode::NoHistory => {
             StatusCode::BAD_REQUEST
         }

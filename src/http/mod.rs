@@ -117,6 +117,20 @@ pub fn routes(
         .and(warp::query::<api::HistoryQuery>())
         .and_then(api::history);
 
+    let presence = warp::path!("api" / "presence")
+        .and(warp::get())
+        .and(api_key(node.clone()))
+        .and(with_node.clone())
+        .and(warp::query::<api::ChannelQuery>())
+        .and_then(api::presence);
+
+    let presence_stats = warp::path!("api" / "presence_stats")
+        .and(warp::get())
+        .and(api_key(node.clone()))
+        .and(with_node.clone())
+        .and(warp::query::<api::ChannelQuery>())
+        .and_then(api::presence_stats);
+
     let cluster = warp::path!("api" / "cluster")
         .and(warp::get())
         .and(api_key(node.clone()))
@@ -151,8 +165,33 @@ pub fn routes(
         .unify()
         .or(command)
         .unify()
+        .or(presence)
+        .unify()
+        .or(presence_stats)
+        .unify()
+        .or(static_files(node.config().static_dir.clone()))
+        .unify()
         .recover(recover)
         .unify()
+}
+
+/// The files of `--static-dir`, if set (after every other route).
+fn static_files(
+    dir: Option<std::path::PathBuf>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let enabled = dir.is_some();
+    let dir = dir.unwrap_or_default();
+    warp::get()
+        .and_then(move || async move {
+            if enabled {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
+        .and(warp::fs::dir(dir))
+        .map(|f: warp::fs::File| f.into_response())
 }
 
 /// `/metrics` as Prometheus text.

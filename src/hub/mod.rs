@@ -188,8 +188,9 @@ impl Hub {
         };
         if let Some(held) = sub.recovering.take() {
             for (offset, epoch_of, frame) in lock(&held).drain(..) {
+                // Join/leave frames carry no offset: they always pass.
                 let same_epoch = epoch_of.as_deref().is_none_or(|e| e == epoch);
-                if offset > after || !same_epoch {
+                if offset == 0 || offset > after || !same_epoch {
                     sub.outbox.push(frame, &self.metrics);
                 }
             }

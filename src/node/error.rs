@@ -19,6 +19,18 @@ pub enum NodeError {
     /// A history read of a channel that keeps none.
     #[error("channel `{0}` keeps no history")]
     NoHistory(Channel),
+    /// A presence request on a namespace without presence.
+    #[error("namespace `{0}` keeps no presence")]
+    NoPresence(String),
+    /// Too many members to list.
+    #[error(
+        "`{channel}` has {members} members, more than --presence-max {max}: ask presence_stats"
+    )]
+    TooManyMembers {
+        channel: Channel,
+        members: u64,
+        max: usize,
+    },
     /// The broker could not do it now (Redis down, no topology, timeouts).
     #[error("broker unavailable: {0}")]
     Broker(#[from] BrokerError),
@@ -33,6 +45,8 @@ impl NodeError {
             NodeError::SinceWithoutHistory(_)
             | NodeError::IdempotencyWithoutHistory(_)
             | NodeError::NoHistory(_) => ErrorCode::NoHistory,
+            NodeError::NoPresence(_) => ErrorCode::NoPresence,
+            NodeError::TooManyMembers { .. } => ErrorCode::TooManyMembers,
             NodeError::Broker(_) => ErrorCode::Unavailable,
             NodeError::Internal(_) => ErrorCode::Internal,
         }

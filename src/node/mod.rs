@@ -12,6 +12,7 @@ mod error;
 mod events;
 mod gaps;
 mod gate;
+mod presence;
 pub mod sessions;
 
 use std::sync::Arc;
@@ -25,7 +26,7 @@ pub use error::NodeError;
 
 use crate::auth::{Auth, AuthError};
 use crate::broker::{Broker, BrokerError};
-use crate::channel::{Channel, UserId};
+use crate::channel::{Channel, ClientId, UserId};
 use crate::config::Config;
 use crate::history::{HistoryPage, MAX_PAGE, Retention};
 use crate::hub::{Hub, SessionId};
@@ -34,6 +35,7 @@ use crate::limits::Connections;
 use crate::metrics::Metrics;
 use crate::namespace::NamespaceOptions;
 use crate::outbox::Outbox;
+use crate::presence::{Found, LocalPresence, Member, Stats};
 use crate::protocol::{ServerFrame, Since, message_frame};
 use crate::publication::{Kind, Publication, PublishAck};
 use crate::shutdown::Shutdown;
@@ -58,6 +60,7 @@ pub struct Node {
     auth: Auth,
     connections: Connections,
     sessions: Arc<Sessions>,
+    presence: LocalPresence,
     next_session: AtomicU64,
 }
 
@@ -110,9 +113,15 @@ impl Node {
             auth,
             connections,
             sessions,
+            presence: LocalPresence::default(),
             next_session: AtomicU64::new(1),
         });
-        tokio::spawn(gaps::fill_gaps(Arc::downgrade(&node), gap_rx, shutdown));
+        tokio::spawn(gaps::fill_gaps(
+            Arc::downgrade(&node),
+            gap_rx,
+            shutdown.clone(),
+        ));
+        tokio::spawn(presence::refresh(Arc::downgrade(&node), shutdown));
         Ok(node)
     }
 
@@ -164,14 +173,16 @@ impl Node {
         self.config.namespaces.retention(channel)
     }
 
-    /// Subscribes a local connection and queues its `ok` (the answer to request
-    /// `ack`, when set) once the broker subscription is live. On history channels
+    /// Subscribes a local connection (and, in a presence namespace, adds `member`
+    /// to the channel's presence) and queues its `ok` (as `ack` says) once the
+    /// broker subscription is live. On history channels
     /// the `ok` carries the position, and with `since` the missed publications
     /// follow it, then live ones, without gap or duplicate. The `ok` is queued here,
     /// not by the caller, because it must precede the replay.
     pub async fn subscribe(
         &self,
         session: SessionId,
+        member: &Identity,
         outbox: &Outbox,
         channel: &Channel,
         since: Option<&Since>,
@@ -200,6 +211,8 @@ impl Node {
             self.hub.remove(channel, session);
             return Err(e.into());
         }
+        // In presence before the `ok`: whoever asks after it sees this client.
+        self.join_presence(member, channel).await;
         let Some(retention) = retention else {
             if let Some(frame) = ack_frame(ack, channel, None) {
                 outbox.push(frame, &self.metrics);
@@ -215,7 +228,7 @@ impl Node {
             Ok(p) => p,
             Err(e) => {
                 // The broker subscription stays for the others; this one leaves.
-                self.unsubscribe(session, channel).await;
+                self.unsubscribe(session, &member.client, channel).await;
                 return Err(e.into());
             }
         };
@@ -258,8 +271,14 @@ impl Node {
         same_epoch && whole && fits
     }
 
-    /// Unsubscribes a local connection; the last one out ends the broker subscription.
-    pub async fn unsubscribe(&self, session: SessionId, channel: &Channel) {
+    /// Unsubscribes a local connection (and takes its client out of the channel's
+    /// presence); the last one out ends the broker subscription.
+    pub async fn unsubscribe(&self, session: SessionId, client: &ClientId, channel: &Channel) {
+        self.unsubscribe_channel(session, channel).await;
+        self.leave_presence(client, channel).await;
+    }
+
+    async fn unsubscribe_channel(&self, session: SessionId, channel: &Channel) {
         if !self.hub.remove(channel, session) {
             return;
         }
@@ -346,6 +365,78 @@ impl Node {
                 },
             })
             .collect()
+    }
+
+    /// Adds `member` to `channel`'s presence, when its namespace keeps presence. A
+    /// broker failure leaves the local record: the next refresh writes it again.
+    async fn join_presence(&self, member: &Identity, channel: &Channel) {
+        let options = self.options(channel);
+        if !options.presence {
+            return;
+        }
+        let entry = crate::presence::entry(member);
+        if !self.presence.add(channel, &member.client, entry.clone()) {
+            return;
+        }
+        let ttl = self.config.presence_ttl;
+        if let Err(e) = self
+            .broker
+            .presence_join(channel, &member.client, &entry, ttl, options.join_leave)
+            .await
+        {
+            tracing::warn!(%channel, error = %e, "presence join failed; the next refresh retries");
+        }
+    }
+
+    async fn leave_presence(&self, client: &ClientId, channel: &Channel) {
+        let Some(entry) = self.presence.remove(channel, client) else {
+            return;
+        };
+        let join_leave = self.options(channel).join_leave;
+        if let Err(e) = self
+            .broker
+            .presence_leave(channel, client, &entry, join_leave)
+            .await
+        {
+            // The entry expires by itself within --presence-ttl, with its leave.
+            tracing::warn!(%channel, error = %e, "presence leave failed; the entry will expire");
+        }
+    }
+
+    fn presence_namespace(&self, channel: &Channel) -> Result<&NamespaceOptions, NodeError> {
+        let options = self.options(channel);
+        if options.presence {
+            Ok(options)
+        } else {
+            Err(NodeError::NoPresence(channel.namespace().to_string()))
+        }
+    }
+
+    /// Who is in `channel`, cluster-wide (at most `--presence-max`).
+    pub async fn presence(&self, channel: &Channel) -> Result<Vec<Member>, NodeError> {
+        let options = self.presence_namespace(channel)?;
+        let max = self.config.presence_max;
+        match self
+            .broker
+            .presence(channel, options.join_leave, max)
+            .await?
+        {
+            Found::Members(m) => Ok(m),
+            Found::TooMany(members) => Err(NodeError::TooManyMembers {
+                channel: channel.clone(),
+                members,
+                max,
+            }),
+        }
+    }
+
+    /// How many clients and users are in `channel`, cluster-wide.
+    pub async fn presence_stats(&self, channel: &Channel) -> Result<Stats, NodeError> {
+        let options = self.presence_namespace(channel)?;
+        Ok(self
+            .broker
+            .presence_stats(channel, options.join_leave)
+            .await?)
     }
 
     /// Sends `cmd` to every connection of `user`, on every instance: a control

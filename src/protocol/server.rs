@@ -131,6 +131,20 @@ pub fn message_frame(p: &Publication) -> bytes::Bytes {
         Kind::Leave => "leave",
         _ => "message",
     };
+    if op != "message" {
+        // {"op":"join","channel":..,"client":..,"user":..,"info":..}: the entry's
+        // fields (an object the server built) after op and channel.
+        let head = serde_json::json!({ "op": op, "channel": p.channel.as_str() }).to_string();
+        let entry = p.data.get().trim();
+        if let (Some(head), Some(fields)) = (head.strip_suffix('}'), entry.strip_prefix('{')) {
+            let sep = if fields.trim_start().starts_with('}') {
+                ""
+            } else {
+                ","
+            };
+            return bytes::Bytes::from(format!("{head}{sep}{fields}"));
+        }
+    }
     let m = Message {
         op,
         channel: p.channel.as_str(),
@@ -170,6 +184,22 @@ mod tests {
             std::str::from_utf8(&f)
                 .unwrap()
                 .ends_with(r#""from":"u","info":{"n":1}}"#)
+        );
+    }
+
+    #[test]
+    fn join_and_leave_frames_carry_the_entry_at_the_top() {
+        let mut p = Publication::new(
+            Channel::parse("room:1").unwrap(),
+            RawValue::from_string(r#"{"client":"c","user":"u","info":{"n":1}}"#.into()).unwrap(),
+            None,
+        );
+        p.kind = Kind::Join;
+        let f = message_frame(&p);
+        let v: serde_json::Value = serde_json::from_slice(&f).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"op":"join","channel":"room:1","client":"c","user":"u","info":{"n":1}})
         );
     }
 

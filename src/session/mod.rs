@@ -183,7 +183,14 @@ impl Session {
         if let Some(personal) = self.personal.clone()
             && let Err(e) = self
                 .node
-                .subscribe(self.id, &self.outbox, &personal, None, Ack::Silent)
+                .subscribe(
+                    self.id,
+                    &self.identity,
+                    &self.outbox,
+                    &personal,
+                    None,
+                    Ack::Silent,
+                )
                 .await
         {
             tracing::warn!(error = %e, "cannot subscribe the personal channel; closing");
@@ -196,7 +203,14 @@ impl Session {
             }
             match self
                 .node
-                .subscribe(self.id, &self.outbox, &channel, None, Ack::Subscribed)
+                .subscribe(
+                    self.id,
+                    &self.identity,
+                    &self.outbox,
+                    &channel,
+                    None,
+                    Ack::Subscribed,
+                )
                 .await
             {
                 Ok(()) => {

@@ -152,7 +152,9 @@ impl Session {
             .collect();
         for channel in ended {
             self.channels.remove(&channel);
-            self.node.unsubscribe(self.id, &channel).await;
+            self.node
+                .unsubscribe(self.id, &self.identity.client, &channel)
+                .await;
             self.send(
                 ServerFrame::Unsubscribed {
                     channel: channel.as_str(),
@@ -174,7 +176,14 @@ impl Session {
                 }
                 match self
                     .node
-                    .subscribe(self.id, &self.outbox, &channel, None, Ack::Subscribed)
+                    .subscribe(
+                        self.id,
+                        &self.identity,
+                        &self.outbox,
+                        &channel,
+                        None,
+                        Ack::Subscribed,
+                    )
                     .await
                 {
                     Ok(()) => {
@@ -185,7 +194,9 @@ impl Session {
             }
             Command::Unsubscribe { channel } => {
                 if self.channels.remove(&channel).is_some() {
-                    self.node.unsubscribe(self.id, &channel).await;
+                    self.node
+                        .unsubscribe(self.id, &self.identity.client, &channel)
+                        .await;
                     self.send(
                         ServerFrame::Unsubscribed {
                             channel: channel.as_str(),
@@ -203,7 +214,11 @@ impl Session {
     pub async fn leave_all(&mut self) {
         let channels: Vec<Channel> = self.channels.drain().map(|(c, _)| c).collect();
         for channel in channels.iter().chain(self.personal.iter()) {
-            Box::pin(self.node.unsubscribe(self.id, channel)).await;
+            Box::pin(
+                self.node
+                    .unsubscribe(self.id, &self.identity.client, channel),
+            )
+            .await;
         }
     }
 
@@ -278,6 +293,26 @@ impl Session {
                     format!("too many {kind} requests; slow down"),
                 ))
             }
+        }
+    }
+
+    /// Presence is for the channel's subscribers (and the backend's API).
+    fn may_ask_presence(&self, channel: &Channel, id: Option<u64>) -> Result<(), FrameError> {
+        if !self.node.options(channel).presence {
+            return Err(FrameError::new(
+                id,
+                ErrorCode::NoPresence,
+                format!("namespace `{}` keeps no presence", channel.namespace()),
+            ));
+        }
+        if self.channels.contains_key(channel) {
+            Ok(())
+        } else {
+            Err(FrameError::new(
+                id,
+                ErrorCode::Forbidden,
+                format!("only subscribers of `{channel}` may ask who is in it"),
+            ))
         }
     }
 
@@ -383,7 +418,14 @@ impl Session {
                 }
                 let ack = id.map_or(Ack::Silent, Ack::Ok);
                 self.node
-                    .subscribe(self.id, &self.outbox, &channel, since.as_ref(), ack)
+                    .subscribe(
+                        self.id,
+                        &self.identity,
+                        &self.outbox,
+                        &channel,
+                        since.as_ref(),
+                        ack,
+                    )
                     .await
                     .map_err(|e| refusal(id, &e))?;
                 self.channels
@@ -431,7 +473,9 @@ impl Session {
                         format!("not subscribed to `{channel}`"),
                     ));
                 }
-                self.node.unsubscribe(self.id, &channel).await;
+                self.node
+                    .unsubscribe(self.id, &self.identity.client, &channel)
+                    .await;
                 self.ack(id);
             }
             Request::Publish {
@@ -471,11 +515,32 @@ impl Session {
                     return Err(err(ErrorCode::Internal, "publisher stopped".into()));
                 }
             }
-            Request::Presence { channel } | Request::PresenceStats { channel } => {
+            Request::Presence { channel } => {
                 self.within_rate(false, id)?;
-                return Err(err(
-                    ErrorCode::BadRequest,
-                    format!("namespace `{}` has no presence", channel.namespace()),
+                self.may_ask_presence(&channel, id)?;
+                let members = self
+                    .node
+                    .presence(&channel)
+                    .await
+                    .map_err(|e| refusal(id, &e))?;
+                self.send(answer(
+                    "presence",
+                    id,
+                    json!({ "channel": channel, "clients": members }),
+                ));
+            }
+            Request::PresenceStats { channel } => {
+                self.within_rate(false, id)?;
+                self.may_ask_presence(&channel, id)?;
+                let stats = self
+                    .node
+                    .presence_stats(&channel)
+                    .await
+                    .map_err(|e| refusal(id, &e))?;
+                self.send(answer(
+                    "presence_stats",
+                    id,
+                    json!({ "channel": channel, "clients": stats.clients, "users": stats.users }),
                 ));
             }
             Request::History {

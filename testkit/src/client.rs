@@ -222,6 +222,17 @@ impl Client {
             .await
     }
 
+    /// The next frame whose `op` is `op` (others are dropped); panics on close or
+    /// timeout.
+    pub async fn next_op(&mut self, op: &str) -> Value {
+        loop {
+            let f = self.recv().await;
+            if f["op"] == op {
+                return f;
+            }
+        }
+    }
+
     /// The next `message` frame (other frames are dropped).
     pub async fn next_message(&mut self) -> Value {
         loop {

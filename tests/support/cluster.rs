@@ -18,9 +18,10 @@ pub async fn cluster(replicas: usize) -> RedisCluster {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Instances of the binary under test on `cluster`, with `args` each.
+/// Instances of the binary under test on `cluster`, with [`super::DEV`] and `args` each.
 pub fn instances(cluster: &RedisCluster, args: &[&str]) -> ShardcastBuilder {
     Shardcast::on_cluster(env!("CARGO_BIN_EXE_shardcast"), &cluster.seeds())
+        .args(super::DEV.iter().copied())
         .args(args.iter().copied())
 }
 

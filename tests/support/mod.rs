@@ -130,6 +130,30 @@ pub fn secure_config(args: &[&str]) -> Config {
     Config::from_args(argv).expect("test config")
 }
 
+/// A configuration file with `text`, removed when dropped.
+pub struct ConfigFile(pub std::path::PathBuf);
+
+impl ConfigFile {
+    pub fn new(text: &str) -> ConfigFile {
+        let path = std::env::temp_dir().join(format!(
+            "shardcast-test-{:016x}.toml",
+            rand::random::<u64>()
+        ));
+        std::fs::write(&path, text).expect("write the config file");
+        ConfigFile(path)
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp path")
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A WebSocket client on a bare TCP socket that never answers anything: the socket
 /// is only read when the test asks, so pings go unanswered, as with a frozen peer.
 pub struct SilentClient {

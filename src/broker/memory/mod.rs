@@ -3,6 +3,7 @@
 //! state, and history lives in [`store::MemoryHistory`] with the same semantics as
 //! the Redis streams.
 
+mod presence;
 mod store;
 
 use super::{BrokerError, EventHandler};
@@ -10,11 +11,13 @@ use crate::channel::Channel;
 use crate::history::{HistoryPage, Retention};
 use crate::publication::{Publication, PublishAck};
 
+use presence::MemoryPresence;
 use store::MemoryHistory;
 
 pub struct MemoryBroker {
-    events: EventHandler,
+    pub(super) events: EventHandler,
     history: MemoryHistory,
+    pub(super) presence: MemoryPresence,
 }
 
 impl MemoryBroker {
@@ -22,6 +25,7 @@ impl MemoryBroker {
         MemoryBroker {
             events,
             history: MemoryHistory::default(),
+            presence: MemoryPresence::default(),
         }
     }
 

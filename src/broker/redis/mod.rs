@@ -16,6 +16,7 @@ mod describe;
 mod discovery;
 mod keys;
 mod plan;
+mod presence;
 mod publisher;
 mod reconciler;
 mod resp;
@@ -161,6 +162,10 @@ impl RedisBroker {
 
     pub fn is_ready(&self) -> bool {
         self.shared.map().is_some_and(|m| m.covered() > 0)
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     pub fn describe(&self) -> serde_json::Value {

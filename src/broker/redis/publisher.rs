@@ -28,7 +28,7 @@ fn encode_error(e: serde_json::Error) -> BrokerError {
 
 impl Shared {
     /// The publishing connection, created on first use.
-    async fn publisher(&self) -> Result<ClusterConnection, BrokerError> {
+    pub(super) async fn publisher(&self) -> Result<ClusterConnection, BrokerError> {
         self.publisher
             .get_or_try_init(|| async {
                 let client = redis::cluster::ClusterClientBuilder::new(self.seed_urls.clone())
