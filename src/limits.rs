@@ -175,6 +175,11 @@ impl Connections {
     pub fn total(&self) -> usize {
         self.counts().total
     }
+
+    /// Distinct users with a connection here (anonymous ones not counted).
+    pub fn users(&self) -> usize {
+        self.counts().per_user.len()
+    }
 }
 
 #[cfg(test)]

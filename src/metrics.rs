@@ -4,7 +4,8 @@
 //! once into [`Metrics`] and the hot path only bumps atomics. Several servers in one
 //! process (as in tests) share the figures.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -29,9 +30,33 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// The few figures the instance reports about itself (the registry, the
+/// dashboard): readable here, unlike the facade's write-only handles.
+#[derive(Default, Debug)]
+pub struct Tally {
+    pub connections: AtomicI64,
+    pub subscriptions: AtomicI64,
+    pub channels: AtomicI64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub slow_consumers: AtomicU64,
+}
+
+/// A reading of [`Tally`].
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct TallySnapshot {
+    pub connections: i64,
+    pub subscriptions: i64,
+    pub channels: i64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub slow_consumers: u64,
+}
+
 /// Handles to every metric shardcast records.
 #[derive(Clone)]
 pub struct Metrics {
+    pub tally: Arc<Tally>,
     pub connections: Gauge,
     pub connections_total: Counter,
     pub subscriptions: Gauge,
@@ -66,6 +91,7 @@ impl Metrics {
         let errors =
             ErrorCode::ALL.map(|c| counter!("shardcast_errors_total", "code" => c.as_str()));
         Metrics {
+            tally: Arc::new(Tally::default()),
             connections: gauge!("shardcast_connections"),
             connections_total: counter!("shardcast_connections_total"),
             subscriptions: gauge!("shardcast_subscriptions"),
@@ -90,6 +116,55 @@ impl Metrics {
             duplicates_dropped: counter!("shardcast_duplicates_dropped_total"),
             insecure: gauge!("shardcast_insecure_mode"),
             presence_refresh: histogram!("shardcast_presence_refresh_seconds"),
+        }
+    }
+
+    pub fn connection_opened(&self) {
+        self.connections.increment(1.0);
+        self.connections_total.increment(1);
+        self.tally.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections.decrement(1.0);
+        self.tally.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn subscription(&self, delta: i64) {
+        self.subscriptions.increment(delta as f64);
+        self.tally.subscriptions.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    pub fn channel(&self, delta: i64) {
+        self.channels.increment(delta as f64);
+        self.tally.channels.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    pub fn messages_in(&self, n: u64) {
+        self.messages_in.increment(n);
+        self.tally.messages_in.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn messages_out(&self, n: u64, bytes: u64) {
+        self.messages_out.increment(n);
+        self.bytes_out.increment(bytes);
+        self.tally.messages_out.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn slow_consumer(&self) {
+        self.slow_consumer_disconnects.increment(1);
+        self.tally.slow_consumers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> TallySnapshot {
+        let t = &self.tally;
+        TallySnapshot {
+            connections: t.connections.load(Ordering::Relaxed),
+            subscriptions: t.subscriptions.load(Ordering::Relaxed),
+            channels: t.channels.load(Ordering::Relaxed),
+            messages_in: t.messages_in.load(Ordering::Relaxed),
+            messages_out: t.messages_out.load(Ordering::Relaxed),
+            slow_consumers: t.slow_consumers.load(Ordering::Relaxed),
         }
     }
 

@@ -76,7 +76,7 @@ impl Outbox {
         if before + len > s.limit && before > 0 {
             s.queued.fetch_sub(len, Ordering::AcqRel);
             if !s.overflowed.swap(true, Ordering::AcqRel) {
-                metrics.slow_consumer_disconnects.increment(1);
+                metrics.slow_consumer();
                 s.overflow.notify_one();
             }
             return false;

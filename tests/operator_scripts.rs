@@ -126,7 +126,9 @@ async fn local_cluster_scripts_scale_out_and_in_while_shardcast_serves() {
 
     let inst = Shardcast::on_cluster(env!("CARGO_BIN_EXE_shardcast"), &seeds)
         .args(support::DEV.iter().copied())
-        .start(&["--topology-interval", "1s"])
+        // The scripts run while the test's clients are not read (keepalive is not
+        // what this test is about).
+        .start(&["--topology-interval", "1s", "--ping-interval", "600s"])
         .await;
     let mut s = inst.client("s").await;
     let mut p = inst.client("p").await;

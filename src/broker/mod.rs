@@ -249,6 +249,55 @@ impl Broker {
         }
     }
 
+    /// Writes this instance's report for the cluster-wide registry (TTL `ttl`).
+    /// The embedded broker has no other instances to tell.
+    pub async fn announce(&self, id: &str, report: &str, ttl: Duration) -> Result<(), BrokerError> {
+        match self {
+            Broker::Memory(_) => Ok(()),
+            Broker::Redis(b) => b.shared().announce(id, report, ttl).await,
+        }
+    }
+
+    /// Every live instance's report (`None`: the embedded broker keeps no registry).
+    pub async fn instances(&self) -> Result<Option<Vec<String>>, BrokerError> {
+        match self {
+            Broker::Memory(_) => Ok(None),
+            Broker::Redis(b) => b.shared().instances().await.map(Some),
+        }
+    }
+
+    pub async fn forget_instance(&self, id: &str) -> Result<(), BrokerError> {
+        match self {
+            Broker::Memory(_) => Ok(()),
+            Broker::Redis(b) => b.shared().forget_instance(id).await,
+        }
+    }
+
+    /// How many instances hold a subscription of `channel` (the embedded broker:
+    /// this one, if it has local subscribers, which the caller knows).
+    pub async fn holders(&self, channel: &Channel) -> Result<Option<i64>, BrokerError> {
+        match self {
+            Broker::Memory(_) => Ok(None),
+            Broker::Redis(b) => b.shared().shard_numsub(channel).await.map(Some),
+        }
+    }
+
+    /// The Redis node that owns `channel`'s slot, and its replicas, as this instance sees it.
+    pub fn owner_of(&self, channel: &Channel) -> Option<(String, Vec<String>)> {
+        match self {
+            Broker::Memory(_) => None,
+            Broker::Redis(b) => b.owner_of(channel),
+        }
+    }
+
+    /// The last `n` topology events this instance saw (none on the embedded broker).
+    pub fn timeline(&self, n: usize) -> Vec<redis::timeline::Event> {
+        match self {
+            Broker::Memory(_) => Vec::new(),
+            Broker::Redis(b) => b.timeline(n),
+        }
+    }
+
     /// Whether the broker can serve requests now (`/readyz`).
     pub fn is_ready(&self) -> bool {
         match self {

@@ -158,6 +158,9 @@ where
     }
     let matches = cmd.try_get_matches_from(&args)?;
     let mut config = Config::from_arg_matches(&matches)?;
+    config
+        .instance_id
+        .get_or_insert_with(|| format!("{:08x}", rand::random::<u32>()));
     let mut default_ns = settings.default_namespace;
     if let Some(p) = config.client_publish {
         default_ns.publish = p;

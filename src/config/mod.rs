@@ -184,6 +184,16 @@ pub struct Config {
     #[arg(long, env = "SHARDCAST_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
 
+    /// This instance's name in the cluster-wide registry and the dashboard (and in
+    /// its Redis client names); default: 8 random hex digits.
+    #[arg(long, env = "SHARDCAST_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
+    /// How long an instance stays in the registry without a heartbeat (sent every
+    /// second): a dead instance disappears from `/api/instances` within this.
+    #[arg(long, env = "SHARDCAST_INSTANCE_TTL", value_parser = duration, default_value = "5s")]
+    pub instance_ttl: Duration,
+
     /// Serve the files of this directory over HTTP (GET /<path>, `index.html` for
     /// `/`), after every other route: for a demo page on the same origin.
     #[arg(long, env = "SHARDCAST_STATIC_DIR")]
@@ -347,6 +357,11 @@ impl Config {
             Ok(c) => c,
             Err(e) => panic!("the built-in defaults do not parse: {e}"),
         }
+    }
+
+    /// This instance's id (set by [`Config::from_args`]).
+    pub fn instance(&self) -> &str {
+        self.instance_id.as_deref().unwrap_or("unnamed")
     }
 
     /// Frames above this close the connection (1009) instead of getting an error frame.

@@ -2,6 +2,7 @@
 //! health, readiness and metrics. Every error is a 4xx/5xx with a JSON body
 //! ([`error`]).
 
+mod admin;
 mod api;
 mod error;
 pub mod ws;
@@ -133,9 +134,22 @@ pub fn routes(
 
     let cluster = warp::path!("api" / "cluster")
         .and(warp::get())
-        .and(api_key(node.clone()))
+        .and(admin::admin_key(node.clone()))
         .and(with_node.clone())
         .map(|node: Arc<Node>| warp::reply::json(&node.describe()).into_response());
+
+    let instances = warp::path!("api" / "instances")
+        .and(warp::get())
+        .and(admin::admin_key(node.clone()))
+        .and(with_node.clone())
+        .and_then(admin::instances);
+
+    let lookup = warp::path!("api" / "channel")
+        .and(warp::get())
+        .and(admin::admin_key(node.clone()))
+        .and(with_node.clone())
+        .and(warp::query::<admin::LookupQuery>())
+        .and_then(admin::lookup);
 
     let command = warp::path!("api" / String)
         .and_then(|name: String| async move {
@@ -168,6 +182,12 @@ pub fn routes(
         .or(presence)
         .unify()
         .or(presence_stats)
+        .unify()
+        .or(instances)
+        .unify()
+        .or(lookup)
+        .unify()
+        .or(admin::dashboard())
         .unify()
         .or(static_files(node.config().static_dir.clone()))
         .unify()

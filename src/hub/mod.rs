@@ -127,7 +127,7 @@ impl Hub {
     ) {
         let mut map = self.write(channel);
         let entry = map.entry(channel.clone()).or_insert_with(|| {
-            self.metrics.channels.increment(1.0);
+            self.metrics.channel(1);
             ChannelEntry {
                 subscribers: IndexMap::new(),
                 sequence: history.then(Mutex::default),
@@ -144,7 +144,7 @@ impl Hub {
                     floor_epoch: None,
                 },
             );
-            self.metrics.subscriptions.increment(1.0);
+            self.metrics.subscription(1);
         }
     }
 
@@ -208,13 +208,20 @@ impl Hub {
         if entry.subscribers.swap_remove(&session).is_none() {
             return false;
         }
-        self.metrics.subscriptions.decrement(1.0);
+        self.metrics.subscription(-1);
         if !entry.subscribers.is_empty() {
             return false;
         }
         map.remove(channel);
-        self.metrics.channels.decrement(1.0);
+        self.metrics.channel(-1);
         true
+    }
+
+    /// Local subscribers of the channel.
+    pub fn count(&self, channel: &Channel) -> usize {
+        self.read(channel)
+            .get(channel)
+            .map_or(0, |e| e.subscribers.len())
     }
 
     /// Whether anyone local wants the channel.
@@ -299,9 +306,7 @@ impl Hub {
                 }
             }
         }
-        self.metrics.messages_out.increment(queued as u64);
         self.metrics
-            .bytes_out
-            .increment((queued * frame.len()) as u64);
+            .messages_out(queued as u64, (queued * frame.len()) as u64);
     }
 }

@@ -13,6 +13,7 @@ mod events;
 mod gaps;
 mod gate;
 mod presence;
+mod registry;
 pub mod sessions;
 
 use std::sync::Arc;
@@ -61,6 +62,7 @@ pub struct Node {
     connections: Connections,
     sessions: Arc<Sessions>,
     presence: LocalPresence,
+    registry: registry::Registry,
     next_session: AtomicU64,
 }
 
@@ -114,8 +116,10 @@ impl Node {
             connections,
             sessions,
             presence: LocalPresence::default(),
+            registry: registry::Registry::default(),
             next_session: AtomicU64::new(1),
         });
+        tokio::spawn(registry::heartbeat(Arc::downgrade(&node), shutdown.clone()));
         tokio::spawn(gaps::fill_gaps(
             Arc::downgrade(&node),
             gap_rx,
@@ -306,7 +310,7 @@ impl Node {
         if idempotency_key.is_some() && retention.is_none() {
             return Err(NodeError::IdempotencyWithoutHistory(channel));
         }
-        self.metrics.messages_in.increment(1);
+        self.metrics.messages_in(1);
         self.broker
             .publish(publication(channel, data, from), retention, idempotency_key)
             .await
@@ -350,7 +354,7 @@ impl Node {
             out.push(None);
             batch.push(publication(r.channel, r.data, Some(from)));
         }
-        self.metrics.messages_in.increment(batch.len() as u64);
+        self.metrics.messages_in(batch.len() as u64);
         let mut results = self.broker.publish_plain_batch(batch).await.into_iter();
         out.into_iter()
             .map(|slot| match slot {
@@ -453,6 +457,46 @@ impl Node {
         p.kind = Kind::Control;
         self.broker.publish(p, None, None).await?;
         Ok(())
+    }
+
+    /// Everything this instance can tell about one channel (the dashboard's
+    /// lookup): its slot and owner, who holds it, local subscribers, history
+    /// position, presence counts.
+    pub async fn lookup(&self, channel: &Channel) -> serde_json::Value {
+        let slot = crate::slot::key_slot(channel.as_str().as_bytes());
+        let mut v = serde_json::json!({
+            "channel": channel,
+            "namespace": channel.namespace(),
+            "slot": slot,
+            "local_subscribers": self.hub.count(channel),
+            "instance": self.config.instance(),
+        });
+        if let Some((owner, replicas)) = self.broker.owner_of(channel) {
+            v["owner"] = owner.into();
+            v["replicas"] = replicas.into();
+        }
+        match self.broker.holders(channel).await {
+            Ok(Some(n)) => v["instances_holding"] = n.into(),
+            Ok(None) => v["instances_holding"] = i64::from(self.hub.count(channel) > 0).into(),
+            Err(e) => v["instances_holding_error"] = e.to_string().into(),
+        }
+        if let Some(retention) = self.retention(channel) {
+            match self.broker.history(channel, retention, None, 0).await {
+                Ok(page) => {
+                    v["history"] = serde_json::json!({ "offset": page.top, "epoch": page.epoch })
+                }
+                Err(e) => v["history"] = serde_json::json!({ "error": e.to_string() }),
+            }
+        }
+        if self.options(channel).presence {
+            match self.presence_stats(channel).await {
+                Ok(s) => {
+                    v["presence"] = serde_json::json!({ "clients": s.clients, "users": s.users })
+                }
+                Err(e) => v["presence"] = serde_json::json!({ "error": e.to_string() }),
+            }
+        }
+        v
     }
 
     /// A history channel's publications after `since`, at most `limit`.

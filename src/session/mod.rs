@@ -83,8 +83,7 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let metrics = node.metrics().clone();
-    metrics.connections.increment(1.0);
-    metrics.connections_total.increment(1);
+    metrics.connection_opened();
     let id = node.next_session_id();
     let (outbox, outbox_rx) = outbox(node.config().outbound_queue_bytes);
     let (sink, mut stream) = ws.split();
@@ -173,7 +172,7 @@ pub async fn serve<S>(
     if let Err(e) = writer.await {
         tracing::error!(error = %e, "session writer panicked");
     }
-    metrics.connections.decrement(1.0);
+    metrics.connection_closed();
 }
 
 impl Session {

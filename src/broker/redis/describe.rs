@@ -35,6 +35,7 @@ impl Shared {
             "subscribe_from": format!("{:?}", self.policy).to_lowercase(),
             "slots_covered": map.as_ref().map_or(0, |m| m.covered()),
             "shards": map.as_ref().map(|m| &m.shards),
+            "nodes": map.as_ref().map(|m| &m.nodes),
             "desired_channels": st.desired.len(),
             "subscriber_nodes": nodes,
         })

@@ -37,7 +37,7 @@ impl Shared {
         self.metrics.redis_topology_refreshes.increment(1);
         let mut candidates: Vec<RedisAddr> = self
             .map()
-            .map(|m| m.nodes().into_iter().collect())
+            .map(|m| m.addrs().into_iter().collect())
             .unwrap_or_default();
         candidates.extend(self.seeds.iter().cloned());
         let mut last_err = String::from("no nodes to ask");
@@ -49,6 +49,17 @@ impl Shared {
                     let changed = slot.as_deref() != Some(&*map);
                     if changed {
                         tracing::info!(shards = map.shards.len(), via = %addr, "cluster topology updated");
+                        match slot.as_deref() {
+                            Some(old) => {
+                                for change in super::topology::diff(old, &map) {
+                                    self.timeline.record("topology", change);
+                                }
+                            }
+                            None => self.timeline.record(
+                                "topology",
+                                format!("slot map read: {} shards", map.shards.len()),
+                            ),
+                        }
                     }
                     *slot = Some(map);
                     return Ok(changed);
@@ -76,18 +87,17 @@ async fn fetch_shards(addr: &str) -> Result<SlotMap, String> {
         .await
         .ok()
         .and_then(|v| parse_cluster_shards(&v));
-    let shards = match shards {
-        Some(s) => s,
+    Ok(match shards {
+        Some((shards, health)) => SlotMap::with_health(shards, health),
         None => {
             let v = redis::cmd("CLUSTER")
                 .arg("SLOTS")
                 .query_async::<redis::Value>(&mut conn)
                 .await
                 .map_err(|e| e.to_string())?;
-            parse_cluster_slots(&v).ok_or("unreadable CLUSTER SLOTS reply")?
+            SlotMap::new(parse_cluster_slots(&v).ok_or("unreadable CLUSTER SLOTS reply")?)
         }
-    };
-    Ok(SlotMap::new(shards))
+    })
 }
 
 #[cfg(test)]

@@ -19,9 +19,11 @@ mod plan;
 mod presence;
 mod publisher;
 mod reconciler;
+mod registry;
 mod resp;
 mod state;
 mod subscriber;
+pub mod timeline;
 pub mod topology;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,6 +64,8 @@ pub(crate) struct Shared {
     /// A slot map refresh is due (a hint of change arrived).
     refresh: AtomicBool,
     publisher: OnceCell<ClusterConnection>,
+    /// What this instance saw happen, for operators.
+    timeline: timeline::Timeline,
     shutdown: Shutdown,
 }
 
@@ -89,7 +93,7 @@ impl RedisBroker {
         let shared = Arc::new(Shared {
             events,
             metrics,
-            client_name: format!("shardcast-sub-{:08x}", rand::random::<u32>()),
+            client_name: format!("shardcast-sub-{}", config.instance()),
             policy: config.subscribe_from,
             seed_urls: seeds.iter().map(|s| format!("redis://{s}")).collect(),
             seeds,
@@ -100,6 +104,7 @@ impl RedisBroker {
             kick: Notify::new(),
             refresh: AtomicBool::new(true),
             publisher: OnceCell::new(),
+            timeline: timeline::Timeline::default(),
             shutdown,
         });
         // A first attempt now, so that a healthy cluster is ready at once; an
@@ -171,6 +176,17 @@ impl RedisBroker {
     pub fn describe(&self) -> serde_json::Value {
         self.shared.describe()
     }
+
+    pub fn owner_of(&self, channel: &Channel) -> Option<(String, Vec<String>)> {
+        let map = self.shared.map()?;
+        let shard = map.shard_of(crate::slot::key_slot(channel.as_str().as_bytes()))?;
+        Some((shard.primary.clone(), shard.replicas.clone()))
+    }
+
+    /// The last `n` events this instance saw.
+    pub fn timeline(&self, n: usize) -> Vec<timeline::Event> {
+        self.shared.timeline.recent(n)
+    }
 }
 
 impl Shared {
@@ -199,6 +215,8 @@ impl Shared {
 
     fn on_connected(&self, addr: &RedisAddr, stale: Vec<SubscriberCmd>) {
         self.lock().connected(addr, stale);
+        self.timeline
+            .record("connection", format!("subscriber connection to {addr} up"));
         self.kick.notify_one();
     }
 
@@ -209,13 +227,23 @@ impl Shared {
     }
 
     fn on_lost(&self, addr: &RedisAddr) {
-        self.lock().lost_connection(addr);
+        let lost = self.lock().lost_connection(addr);
+        self.timeline.record(
+            "connection",
+            format!("subscriber connection to {addr} lost ({lost} channels to resubscribe)"),
+        );
         self.hint_refresh();
         self.kick.notify_one();
     }
 
     fn on_confirmed(&self, addr: &RedisAddr, ch: &Channel) {
         let confirmed = self.lock().confirmed(addr, ch);
+        if let Some((n, took)) = confirmed.recovered {
+            self.timeline.record(
+                "resubscribe",
+                format!("resubscribed {n} channels in {} ms", took.as_millis()),
+            );
+        }
         if confirmed.regained {
             // Publications may have been missed while it was lost.
             self.events.resubscribed(ch);
@@ -233,7 +261,7 @@ impl Shared {
 
     /// Redis dropped a subscription by itself: its slot moved (migration, failover).
     fn on_unsolicited_unsubscribe(&self, addr: &RedisAddr, ch: &Channel) {
-        tracing::info!(node = %addr, channel = %ch, "Redis dropped a subscription (slot moved); resubscribing");
+        tracing::debug!(node = %addr, channel = %ch, "Redis dropped a subscription (slot moved); resubscribing");
         self.lock().dropped_by_redis(addr, ch);
         self.hint_refresh();
         self.kick.notify_one();

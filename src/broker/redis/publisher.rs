@@ -229,3 +229,27 @@ async fn spublish(
         .map(|_| PublishAck::default())
         .map_err(BrokerError::redis("SPUBLISH failed"))
 }
+
+impl Shared {
+    /// `PUBSUB SHARDNUMSUB` of `channel` on its slot's primary: how many
+    /// subscriber connections (instances) hold it there.
+    pub(crate) async fn shard_numsub(&self, channel: &Channel) -> Result<i64, BrokerError> {
+        let mut conn = self.publisher().await?;
+        let slot = key_slot(channel.as_str().as_bytes());
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+            slot,
+            SlotAddr::Master,
+        )));
+        let mut cmd = redis::cmd("PUBSUB");
+        cmd.arg("SHARDNUMSUB").arg(channel.as_str());
+        let v = conn
+            .route_command(cmd, route)
+            .await
+            .map_err(BrokerError::redis("SHARDNUMSUB failed"))?;
+        let pair: Vec<redis::Value> = redis::from_redis_value(v).unwrap_or_default();
+        Ok(pair
+            .get(1)
+            .and_then(|n| redis::from_redis_value::<i64>(n.clone()).ok())
+            .unwrap_or(0))
+    }
+}

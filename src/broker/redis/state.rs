@@ -10,6 +10,7 @@
 use std::collections::{HashMap, HashSet};
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::subscriber::SubscriberCmd;
 use super::topology::RedisAddr;
@@ -63,6 +64,10 @@ pub struct State {
     pub nodes: HashMap<RedisAddr, RedisNodeState>,
     /// Callers of `subscribe` waiting for Redis to confirm.
     pub waiters: HashMap<Channel, Vec<oneshot::Sender<()>>>,
+    /// Since when some channel is lost, and how many were regained since: the
+    /// timeline reports "resubscribed N channels in T ms".
+    pub loss_started: Option<Instant>,
+    pub regained_since_loss: usize,
 }
 
 /// What a confirmation asks of the caller beyond the state change.
@@ -72,6 +77,8 @@ pub struct Confirmed {
     pub regained: bool,
     /// The reconciler must look at the channel again (it is no longer wanted).
     pub kick: bool,
+    /// The last lost channel is back: how many came back, and how long it took.
+    pub recovered: Option<(usize, std::time::Duration)>,
 }
 
 impl State {
@@ -124,7 +131,9 @@ impl State {
     }
 
     /// The connection to `addr` is gone, and every subscription on it with it.
-    pub fn lost_connection(&mut self, addr: &RedisAddr) {
+    /// Returns how many wanted channels were lost.
+    pub fn lost_connection(&mut self, addr: &RedisAddr) -> usize {
+        let before = self.lost.len();
         if let Some(n) = self.nodes.get_mut(addr) {
             n.connected = false;
             let gone: Vec<Channel> = n
@@ -141,6 +150,15 @@ impl State {
             }
         }
         self.full = true;
+        self.note_loss(before);
+        self.lost.len() - before
+    }
+
+    fn note_loss(&mut self, before: usize) {
+        if before == 0 && !self.lost.is_empty() && self.loss_started.is_none() {
+            self.loss_started = Some(Instant::now());
+            self.regained_since_loss = 0;
+        }
     }
 
     /// Redis confirmed `ch` on `addr`.
@@ -151,12 +169,24 @@ impl State {
         }
         self.wake(ch);
         let regained = self.regained.remove(ch);
+        self.regained_since_loss += usize::from(regained);
+        let recovered = if regained && self.lost.is_empty() && self.regained.is_empty() {
+            self.loss_started
+                .take()
+                .map(|t| (self.regained_since_loss, t.elapsed()))
+        } else {
+            None
+        };
         // Unsubscribed while the SSUBSCRIBE was in flight: look again.
         let kick = !self.desired.contains(ch);
         if kick {
             self.dirty.insert(ch.clone());
         }
-        Confirmed { regained, kick }
+        Confirmed {
+            regained,
+            kick,
+            recovered,
+        }
     }
 
     /// Redis confirmed our SUNSUBSCRIBE of `ch` on `addr`. Returns whether the
@@ -179,10 +209,12 @@ impl State {
             n.actual.remove(ch);
             n.pending_sub.remove(ch);
         }
+        let before = self.lost.len();
         if self.desired.contains(ch) {
             self.lost.insert(ch.clone());
         }
         self.dirty.insert(ch.clone());
+        self.note_loss(before);
     }
 
     /// Redis refused a batch (MOVED/ASK after a topology change, or another error).
@@ -238,13 +270,7 @@ mod tests {
         st.want(&ch("x"), tx);
         st.regained.insert(ch("x"));
         let c = st.confirmed(&"a:1".to_string(), &ch("x"));
-        assert_eq!(
-            c,
-            Confirmed {
-                regained: true,
-                kick: false
-            }
-        );
+        assert_eq!((c.regained, c.kick), (true, false));
         assert!(rx.try_recv().is_ok());
         assert!(st.nodes["a:1"].actual.contains(&ch("x")));
         // Confirmed after it was unwanted: the reconciler must look again.
@@ -252,6 +278,32 @@ mod tests {
         st.dirty.clear();
         assert!(st.confirmed(&"a:1".to_string(), &ch("x")).kick);
         assert!(st.dirty.contains(&ch("x")));
+    }
+
+    #[test]
+    fn the_last_regained_channel_reports_how_many_came_back() {
+        let mut st = with_node("a:1");
+        for name in ["x", "y"] {
+            let (tx, _rx) = oneshot::channel();
+            st.want(&ch(name), tx);
+            st.nodes.get_mut("a:1").unwrap().actual.insert(ch(name));
+        }
+        st.lost_connection(&"a:1".to_string());
+        assert!(st.loss_started.is_some());
+        for name in ["x", "y"] {
+            st.lost.remove(&ch(name));
+            st.regained.insert(ch(name));
+        }
+        assert_eq!(
+            st.confirmed(&"a:1".to_string(), &ch("x")).recovered,
+            None,
+            "y is still out"
+        );
+        let (n, _) = st
+            .confirmed(&"a:1".to_string(), &ch("y"))
+            .recovered
+            .expect("all back");
+        assert_eq!(n, 2);
     }
 
     #[test]

@@ -21,15 +21,34 @@ pub struct Shard {
     pub replicas: Vec<RedisAddr>,
 }
 
+/// A node as the cluster reports it, failed ones included (for operators).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct NodeHealth {
+    pub addr: RedisAddr,
+    /// `primary` or `replica`.
+    pub role: String,
+    /// `online`, `loading`, `failed`, ... (`CLUSTER SHARDS`); `unknown` from `CLUSTER SLOTS`.
+    pub health: String,
+}
+
 /// Which shard serves each slot.
 #[derive(Debug, Clone, Serialize)]
 pub struct SlotMap {
     pub shards: Vec<Shard>,
+    /// Every node reported, with its health; not part of the map's identity.
+    pub nodes: Vec<NodeHealth>,
     #[serde(skip)]
     owner: Vec<Option<u16>>,
 }
 
 impl SlotMap {
+    pub fn with_health(shards: Vec<Shard>, nodes: Vec<NodeHealth>) -> SlotMap {
+        SlotMap {
+            nodes,
+            ..SlotMap::new(shards)
+        }
+    }
+
     pub fn new(shards: Vec<Shard>) -> SlotMap {
         let mut owner = vec![None; SLOTS as usize];
         for (i, shard) in shards.iter().enumerate() {
@@ -39,7 +58,16 @@ impl SlotMap {
                 }
             }
         }
-        SlotMap { shards, owner }
+        SlotMap {
+            shards,
+            nodes: Vec::new(),
+            owner,
+        }
+    }
+
+    /// The primary serving `slot`.
+    pub fn owner(&self, slot: u16) -> Option<&RedisAddr> {
+        self.shard_of(slot).map(|s| &s.primary)
     }
 
     pub fn shard_of(&self, slot: u16) -> Option<&Shard> {
@@ -64,7 +92,7 @@ impl SlotMap {
     }
 
     /// Every node address in the map.
-    pub fn nodes(&self) -> BTreeSet<RedisAddr> {
+    pub fn addrs(&self) -> BTreeSet<RedisAddr> {
         self.shards
             .iter()
             .flat_map(|s| std::iter::once(&s.primary).chain(&s.replicas))
@@ -116,11 +144,13 @@ fn get<'a>(kv: &'a [(String, &'a Value)], key: &str) -> Option<&'a Value> {
     kv.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
 }
 
-/// Parses a `CLUSTER SHARDS` reply. Failed nodes are left out, and a shard whose
-/// primary failed serves nothing until the cluster promotes a replica.
-pub fn parse_cluster_shards(v: &Value) -> Option<Vec<Shard>> {
+/// Parses a `CLUSTER SHARDS` reply. Failed nodes are left out of the shards (and
+/// listed in the health report), and a shard whose primary failed serves nothing
+/// until the cluster promotes a replica.
+pub fn parse_cluster_shards(v: &Value) -> Option<(Vec<Shard>, Vec<NodeHealth>)> {
     let Value::Array(shards) = v else { return None };
     let mut out = Vec::new();
+    let mut health = Vec::new();
     for shard in shards {
         let kv = pairs(shard);
         let Some(Value::Array(slots)) = get(&kv, "slots") else {
@@ -138,11 +168,6 @@ pub fn parse_cluster_shards(v: &Value) -> Option<Vec<Shard>> {
         for node in nodes {
             let nkv = pairs(node);
             let field = |k: &str| get(&nkv, k).and_then(text);
-            // Redis 7.0 reports a freshly synced replica as `loading` while its
-            // replication offset is 0, so only nodes known to be failed are left out.
-            if field("health").is_some_and(|h| h.starts_with("fail")) {
-                continue;
-            }
             let host = field("endpoint")
                 .filter(|e| !e.is_empty() && e != "?")
                 .or_else(|| field("ip"))?;
@@ -150,6 +175,22 @@ pub fn parse_cluster_shards(v: &Value) -> Option<Vec<Shard>> {
                 continue;
             };
             let addr = format!("{host}:{port}");
+            let h = field("health").unwrap_or_else(|| "unknown".into());
+            health.push(NodeHealth {
+                addr: addr.clone(),
+                role: if field("role").as_deref() == Some("master") {
+                    "primary"
+                } else {
+                    "replica"
+                }
+                .into(),
+                health: h.clone(),
+            });
+            // Redis 7.0 reports a freshly synced replica as `loading` while its
+            // replication offset is 0, so only nodes known to be failed are left out.
+            if h.starts_with("fail") {
+                continue;
+            }
             match field("role").as_deref() {
                 Some("master") => primary = Some(addr),
                 _ => replicas.push(addr),
@@ -166,7 +207,8 @@ pub fn parse_cluster_shards(v: &Value) -> Option<Vec<Shard>> {
             });
         }
     }
-    Some(out)
+    health.sort_by(|a, b| a.addr.cmp(&b.addr));
+    Some((out, health))
 }
 
 /// Parses a `CLUSTER SLOTS` reply (the fallback for servers without SHARDS).
@@ -193,6 +235,38 @@ pub fn parse_cluster_slots(v: &Value) -> Option<Vec<Shard>> {
         }
     }
     Some(out)
+}
+
+/// What changed between two slot maps, for the operators' timeline: slots that
+/// moved (grouped by old and new owner), promotions, nodes added and removed.
+pub fn diff(old: &SlotMap, new: &SlotMap) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut moved: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    for slot in 0..SLOTS {
+        if let (Some(a), Some(b)) = (old.owner(slot), new.owner(slot))
+            && a != b
+        {
+            *moved.entry((a.clone(), b.clone())).or_default() += 1;
+        }
+    }
+    let old_replicas: BTreeSet<&RedisAddr> = old.shards.iter().flat_map(|s| &s.replicas).collect();
+    let old_primaries: BTreeSet<&RedisAddr> = old.shards.iter().map(|s| &s.primary).collect();
+    for s in &new.shards {
+        if old_replicas.contains(&s.primary) && !old_primaries.contains(&s.primary) {
+            out.push(format!("failover: {} promoted to primary", s.primary));
+        }
+    }
+    for ((a, b), n) in moved {
+        out.push(format!("slots moved: {n} from {a} to {b}"));
+    }
+    let (before, after) = (old.addrs(), new.addrs());
+    for a in after.difference(&before) {
+        out.push(format!("node added: {a}"));
+    }
+    for a in before.difference(&after) {
+        out.push(format!("node removed: {a}"));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -234,7 +308,9 @@ mod tests {
                 ]),
             ),
         ])]);
-        let shards = parse_cluster_shards(&reply).unwrap();
+        let (shards, health) = parse_cluster_shards(&reply).unwrap();
+        assert_eq!(health.len(), 3, "the failed replica is reported");
+        assert_eq!(health[2].health, "failed");
         assert_eq!(
             shards,
             vec![Shard {
@@ -256,5 +332,39 @@ mod tests {
                 .map(String::as_str),
             Some("10.0.0.2:7001")
         );
+    }
+
+    #[test]
+    fn diff_names_moves_promotions_and_nodes() {
+        let shard = |p: &str, r: &[&str], range: (u16, u16)| Shard {
+            slots: vec![range],
+            primary: p.into(),
+            replicas: r.iter().map(|x| x.to_string()).collect(),
+        };
+        let old = SlotMap::new(vec![
+            shard("a:1", &["a:2"], (0, 8191)),
+            shard("b:1", &[], (8192, 16383)),
+        ]);
+        let new = SlotMap::new(vec![
+            shard("a:2", &[], (0, 8000)),
+            shard("b:1", &[], (8001, 16383)),
+            shard("c:1", &[], (20000, 20000)),
+        ]);
+        let d = diff(&old, &new);
+        assert!(
+            d.contains(&"failover: a:2 promoted to primary".to_string()),
+            "{d:?}"
+        );
+        assert!(
+            d.contains(&"slots moved: 191 from a:1 to b:1".to_string()),
+            "{d:?}"
+        );
+        assert!(
+            d.contains(&"slots moved: 8001 from a:1 to a:2".to_string()),
+            "{d:?}"
+        );
+        assert!(d.contains(&"node removed: a:1".to_string()), "{d:?}");
+        assert!(d.contains(&"node added: c:1".to_string()), "{d:?}");
+        assert!(diff(&old, &old).is_empty());
     }
 }

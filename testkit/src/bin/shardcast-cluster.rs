@@ -71,6 +71,17 @@ enum Cmd {
         #[arg(long)]
         port: u16,
     },
+    /// Move one slot (and its keys) to the primary on `--to`, and wait until every
+    /// node agrees.
+    MigrateSlot {
+        #[command(flatten)]
+        dir: Dir,
+        #[arg(long)]
+        slot: u16,
+        /// The port of the primary that takes the slot.
+        #[arg(long)]
+        to: u16,
+    },
     /// Form a cluster of running nodes (HOST:PORT, names resolved), or check an
     /// existing one; exits 0 once every node agrees. For the compose stack.
     Create {
@@ -299,6 +310,20 @@ async fn run(cmd: Cmd) -> Result<(), AdminError> {
                 started.elapsed().as_secs_f64()
             ));
             println!("{}", nodes.seeds());
+        }
+        Cmd::MigrateSlot { dir, slot, to } => {
+            let nodes = LocalNodes {
+                dir: dir.dir,
+                node_conf: PathBuf::new(),
+            };
+            let live: Vec<String> = nodes.live_ports().iter().map(|p| addr(*p)).collect();
+            let seed = live
+                .first()
+                .cloned()
+                .ok_or_else(|| AdminError::Invalid("no running cluster".into()))?;
+            admin::move_slot(&seed, slot, &addr(to)).await?;
+            admin::wait_settled(&live, &Expect::default(), "the slot move").await?;
+            log(&format!("slot {slot} moved to {to}"));
         }
         Cmd::Create { replicas, nodes } => {
             let mut addrs = Vec::new();
