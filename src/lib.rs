@@ -1,4 +1,5 @@
-//! shardcast: a WebSocket fan-out service on Redis Cluster sharded pub/sub.
+//! shardcast: a WebSocket fan-out service on Redis sharded pub/sub (a Redis Cluster,
+//! one Redis server, or a Sentinel-watched primary; or in-process for one instance).
 //!
 //! Data flows one way: socket → [`session`] → [`node`] → [`broker`] → Redis →
 //! broker events → [`hub`] → each session's [`outbox`] → socket. The import graph
@@ -25,8 +26,8 @@
 //!
 //! Roles:
 //! * [`broker`]      the rest of the deployment: [`broker::memory`] (embedded) and
-//!   [`broker::redis`] (Redis Cluster); talks back through
-//!   [`broker::BrokerEventHandler`] only.
+//!   [`broker::redis`] (Redis Cluster, one server or Sentinel: one implementation);
+//!   talks back through [`broker::BrokerEventHandler`] only.
 //! * [`hub`]         this instance's local fan-out table; serializes each message once.
 //! * [`node`]        ties hub and broker: the per-channel gate, subscribe, publish,
 //!   the gap filler; implements the broker's event handler.

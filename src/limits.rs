@@ -75,6 +75,15 @@ pub enum Refused {
 }
 
 impl Refused {
+    /// The metric label of this refusal.
+    pub fn refusal(self) -> crate::metrics::Refusal {
+        match self {
+            Refused::Instance => crate::metrics::Refusal::MaxConnections,
+            Refused::Rate => crate::metrics::Refusal::ConnectRate,
+            Refused::User => crate::metrics::Refusal::PerUser,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Refused::Instance => "max_connections",

@@ -74,6 +74,8 @@ pub struct Metrics {
     pub redis_drift_repaired: Counter,
     pub redis_dropped: Counter,
     pub redis_latency: Histogram,
+    /// 1 while the last topology read reached Redis, 0 while it cannot.
+    pub redis_up: Gauge,
     pub history_gap_fills: Counter,
     pub history_lost: Counter,
     pub history_duplicates_dropped: Counter,
@@ -88,6 +90,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         install();
+        Self::register_labelled();
         let errors =
             ErrorCode::ALL.map(|c| counter!("shardcast_errors_total", "code" => c.as_str()));
         Metrics {
@@ -109,6 +112,7 @@ impl Metrics {
             redis_drift_repaired: counter!("shardcast_redis_drift_repaired_total"),
             redis_dropped: counter!("shardcast_redis_dropped_total"),
             redis_latency: histogram!("shardcast_redis_roundtrip_seconds"),
+            redis_up: gauge!("shardcast_redis_up"),
             history_gap_fills: counter!("shardcast_history_gap_fills_total"),
             history_lost: counter!("shardcast_history_lost_total"),
             history_duplicates_dropped: counter!("shardcast_history_duplicates_dropped_total"),
@@ -173,19 +177,32 @@ impl Metrics {
     }
 
     /// A token, API key or identity refused, by reason.
-    pub fn auth_failure(&self, reason: &'static str) {
-        counter!("shardcast_auth_failures_total", "reason" => reason).increment(1);
+    pub fn auth_failure(&self, reason: AuthFailure) {
+        counter!("shardcast_auth_failures_total", "reason" => reason.as_str()).increment(1);
     }
 
-    /// A request refused by a rate limit, by kind (`publish`, `subscribe`).
-    pub fn rate_limited(&self, kind: &'static str) {
-        counter!("shardcast_rate_limited_total", "kind" => kind).increment(1);
+    /// A request refused by a rate limit, by kind.
+    pub fn rate_limited(&self, kind: RateLimited) {
+        counter!("shardcast_rate_limited_total", "kind" => kind.as_str()).increment(1);
     }
 
-    /// A connection refused or closed by a limit, by reason (`max_connections`,
-    /// `connect_rate`, `per_user`, `origin`, `abuse`).
-    pub fn connection_refused(&self, reason: &'static str) {
-        counter!("shardcast_connections_refused_total", "reason" => reason).increment(1);
+    /// A connection refused or closed by a limit, by reason.
+    pub fn connection_refused(&self, reason: Refusal) {
+        counter!("shardcast_connections_refused_total", "reason" => reason.as_str()).increment(1);
+    }
+
+    /// Every labelled counter at zero, so that dashboards and alerts see each
+    /// series from the start rather than after its first event.
+    fn register_labelled() {
+        for r in AuthFailure::ALL {
+            counter!("shardcast_auth_failures_total", "reason" => r.as_str()).increment(0);
+        }
+        for k in RateLimited::ALL {
+            counter!("shardcast_rate_limited_total", "kind" => k.as_str()).increment(0);
+        }
+        for r in Refusal::ALL {
+            counter!("shardcast_connections_refused_total", "reason" => r.as_str()).increment(0);
+        }
     }
 
     /// Subscriptions per Redis node, labelled by node address.
@@ -196,6 +213,78 @@ impl Metrics {
     /// Prometheus text exposition of everything recorded in this process.
     pub fn render() -> String {
         install().render()
+    }
+}
+
+/// Declares a label enum: its variants, their label values, and `ALL`.
+macro_rules! labels {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $label:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &[$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label),+
+                }
+            }
+        }
+    };
+}
+
+labels! {
+    /// Why a credential was refused (`shardcast_auth_failures_total{reason}`).
+    AuthFailure {
+        /// `?token=` without `--token-in-query`.
+        TokenInQuery => "token_in_query",
+        /// A connection token that does not verify.
+        ConnectToken => "connect_token",
+        /// `?user=` without `--insecure`.
+        SelfAsserted => "self_asserted",
+        /// A wrong or missing `/api/*` key.
+        ApiKey => "api_key",
+        /// A wrong or missing admin key.
+        AdminKey => "admin_key",
+        /// No `connect` frame in time.
+        ConnectTimeout => "connect_timeout",
+        /// A connection token expired without a refresh.
+        TokenExpired => "token_expired",
+        /// A refresh token for another user.
+        RefreshOtherUser => "refresh_other_user",
+        /// A refresh token that does not verify.
+        RefreshToken => "refresh_token",
+        /// A subscription token that does not verify or does not match.
+        SubscriptionToken => "subscription_token",
+    }
+}
+
+labels! {
+    /// What a rate limit refused (`shardcast_rate_limited_total{kind}`).
+    RateLimited {
+        Publish => "publish",
+        Subscribe => "subscribe",
+    }
+}
+
+labels! {
+    /// Why a connection was refused or closed by a limit
+    /// (`shardcast_connections_refused_total{reason}`).
+    Refusal {
+        /// `--max-connections` reached.
+        MaxConnections => "max_connections",
+        /// `--max-connects-per-second` reached.
+        ConnectRate => "connect_rate",
+        /// `--max-connections-per-user` reached.
+        PerUser => "per_user",
+        /// An `Origin` not allowed.
+        Origin => "origin",
+        /// Closed for pushing past its rate limit (4029).
+        Abuse => "abuse",
     }
 }
 

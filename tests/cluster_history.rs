@@ -8,73 +8,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::json;
-use shardcast_testkit::Shardcast;
-use support::cluster::{Load, Report, cluster, instances, key_slot, user_url, wait_held_on_owners};
+use support::cluster::{Load, cluster, instances, key_slot, user_url, wait_held_on_owners};
+use support::faults::{judge, side_by_side};
 use tokio::time::{Instant, sleep};
 
 const HISTORY: &[&str] = &["--history", "h:100000:600s"];
-/// Acknowledged history publications needed after the event (publishers run every 4 ms).
-const MIN_AFTER: usize = 200;
-
-/// One subscriber on `sub` to both sets; one publisher per set on `publ`.
-async fn side_by_side(
-    publ: &Shardcast,
-    sub: &Shardcast,
-    hist: &[String],
-    plain: &[String],
-) -> Load {
-    let mut load = Load::new();
-    load.subscriber(&user_url(sub, "s"), "s", &[hist, plain].concat())
-        .await;
-    load.publisher(
-        &user_url(publ, "ph"),
-        "ph",
-        hist.to_vec(),
-        Duration::from_millis(4),
-    )
-    .await;
-    load.publisher(
-        &user_url(publ, "pp"),
-        "pp",
-        plain.to_vec(),
-        Duration::from_millis(4),
-    )
-    .await;
-    load
-}
-
-/// History channels: nothing lost, repeated, reordered or skipped, before or after
-/// `event`, with enough traffic after it, every delivery carrying its offset. Plain
-/// channels: no repeats or disorder; their loss is printed, to show the difference.
-fn judge(what: &str, report: &Report, event: Instant) {
-    let h = report.outcome(|c| c.starts_with("h:"), Some(event));
-    let p = report.outcome(|c| c.starts_with("p:"), Some(event));
-    println!(
-        "{what}: history {h:?}\n{what}: plain {p:?} (plain channels may lose publications during the event)"
-    );
-    assert!(
-        h.expected_after >= MIN_AFTER,
-        "history traffic after the event: {h:?}"
-    );
-    assert_eq!(
-        (
-            h.lost,
-            h.duplicated,
-            h.out_of_order,
-            h.offset_gaps,
-            h.missing_offsets,
-            h.malformed
-        ),
-        (0, 0, 0, 0, 0, 0),
-        "history channels: {h:?}"
-    );
-    assert_eq!(
-        (p.duplicated, p.out_of_order),
-        (0, 0),
-        "plain channels: {p:?}"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_channels_lose_nothing_through_slot_migration() {
     let cluster = cluster(1).await;

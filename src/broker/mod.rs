@@ -55,8 +55,8 @@ pub type EventHandler = Arc<dyn BrokerEventHandler>;
 
 #[derive(Debug, Error)]
 pub enum BrokerError {
-    /// No slot map known yet, and none could be read.
-    #[error("no cluster topology known: {0}")]
+    /// No slot map (or primary) known, and none could be read.
+    #[error("Redis topology unknown: {0}")]
     NoTopology(String),
     /// Redis did not confirm a subscription in time.
     #[error("Redis did not confirm the subscription within {0:?}")]
@@ -100,7 +100,7 @@ impl Broker {
     ) -> Result<Broker, BrokerError> {
         Ok(match config.broker {
             BrokerKind::Memory => Broker::Memory(memory::MemoryBroker::new(events)),
-            BrokerKind::RedisCluster => {
+            BrokerKind::RedisCluster | BrokerKind::Redis | BrokerKind::RedisSentinel => {
                 Broker::Redis(redis::RedisBroker::start(config, events, metrics, shutdown).await?)
             }
         })

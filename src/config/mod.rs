@@ -21,6 +21,10 @@ pub enum BrokerKind {
     Memory,
     /// Redis Cluster sharded pub/sub (SSUBSCRIBE/SPUBLISH), for many instances.
     RedisCluster,
+    /// One Redis server (7+), for many instances: the same commands, one shard.
+    Redis,
+    /// A Redis primary found through Sentinel, followed through failovers.
+    RedisSentinel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -97,6 +101,34 @@ pub struct Config {
     /// with --broker redis-cluster.
     #[arg(long, env = "SHARDCAST_REDIS_NODES", value_delimiter = ',')]
     pub redis_nodes: Vec<String>,
+
+    /// The Redis server, with `--broker redis`: `redis://[user:password@]host:port[/db]`
+    /// (`rediss://` for TLS). With `--broker redis-sentinel`, only its credentials
+    /// and database are used.
+    #[arg(long, env = "SHARDCAST_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Sentinels to ask for the primary, with `--broker redis-sentinel`
+    /// (host:port, comma separated).
+    #[arg(long, env = "SHARDCAST_SENTINELS", value_delimiter = ',')]
+    pub sentinels: Vec<String>,
+
+    /// The name of the primary the sentinels watch (`sentinel monitor <name> ...`).
+    #[arg(long, env = "SHARDCAST_SENTINEL_MASTER", default_value = "mymaster")]
+    pub sentinel_master: String,
+
+    /// The ACL user for every Redis connection (URLs' own credentials win).
+    #[arg(long, env = "SHARDCAST_REDIS_USERNAME")]
+    pub redis_username: Option<String>,
+
+    /// The password for every Redis connection (URLs' own credentials win).
+    #[arg(long, env = "SHARDCAST_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<Secret>,
+
+    /// A PEM file of the CAs that sign Redis's TLS certificate (`rediss://`);
+    /// the system's roots when absent.
+    #[arg(long, env = "SHARDCAST_REDIS_CA_CERT")]
+    pub redis_ca_cert: Option<String>,
 
     /// Which node of a shard carries this instance's SSUBSCRIBEs.
     #[arg(

@@ -34,7 +34,8 @@ pub fn admin_key(node: Arc<Node>) -> impl Filter<Extract = (), Error = Rejection
                     match node.auth().admin(key.as_deref()) {
                         ApiAccess::Granted => Ok(()),
                         ApiAccess::Refused(why) => {
-                            node.metrics().auth_failure("admin_key");
+                            node.metrics()
+                                .auth_failure(crate::metrics::AuthFailure::AdminKey);
                             Err(warp::reject::custom(ApiError::new(
                                 ErrorCode::Unauthorized,
                                 why,

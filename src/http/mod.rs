@@ -165,17 +165,9 @@ pub fn routes(
         .and(warp::body::bytes())
         .and_then(api::command);
 
-    ws.or(publish)
-        .unify()
-        .or(healthz)
-        .unify()
-        .or(readyz)
-        .unify()
-        .or(metrics)
-        .unify()
+    // Grouped and boxed: one flat chain of `or`s makes a type too deep to compile.
+    let api = publish
         .or(history)
-        .unify()
-        .or(cluster)
         .unify()
         .or(command)
         .unify()
@@ -183,11 +175,24 @@ pub fn routes(
         .unify()
         .or(presence_stats)
         .unify()
+        .boxed();
+    let operator = healthz
+        .or(readyz)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(cluster)
+        .unify()
         .or(instances)
         .unify()
         .or(lookup)
         .unify()
         .or(admin::dashboard())
+        .unify()
+        .boxed();
+    ws.or(api)
+        .unify()
+        .or(operator)
         .unify()
         .or(static_files(node.config().static_dir.clone()))
         .unify()
@@ -239,7 +244,8 @@ fn api_key(node: Arc<Node>) -> impl Filter<Extract = (), Error = Rejection> + Cl
                     match node.auth().api(key.as_deref()) {
                         crate::auth::ApiAccess::Granted => Ok(()),
                         crate::auth::ApiAccess::Refused(why) => {
-                            node.metrics().auth_failure("api_key");
+                            node.metrics()
+                                .auth_failure(crate::metrics::AuthFailure::ApiKey);
                             node.metrics().error(ErrorCode::Unauthorized);
                             Err(warp::reject::custom(ApiError::new(
                                 ErrorCode::Unauthorized,

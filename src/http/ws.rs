@@ -118,7 +118,7 @@ fn authenticate(node: &Node, claimed: Claimed, headers: &HeaderMap) -> Result<St
         (Some(t), _) => Some(t),
         (None, Some(t)) if auth.token_in_query => Some(t),
         (None, Some(_)) => {
-            metrics.auth_failure("token_in_query");
+            metrics.auth_failure(crate::metrics::AuthFailure::TokenInQuery);
             return Err(ApiError::new(
                 ErrorCode::BadRequest,
                 "a token in the URL is not accepted here (it would show in access logs): send it as \
@@ -135,7 +135,7 @@ fn authenticate(node: &Node, claimed: Claimed, headers: &HeaderMap) -> Result<St
             ));
         };
         let claims = verifier.connect(&token).map_err(|e| {
-            metrics.auth_failure("connect_token");
+            metrics.auth_failure(crate::metrics::AuthFailure::ConnectToken);
             ApiError::new(e.code(), e.to_string())
         })?;
         return Ok(Start::Ready(Authenticated::from_claims(claims)));
@@ -152,7 +152,7 @@ fn authenticate(node: &Node, claimed: Claimed, headers: &HeaderMap) -> Result<St
             }))
         }
         Some(_) => {
-            metrics.auth_failure("self_asserted");
+            metrics.auth_failure(crate::metrics::AuthFailure::SelfAsserted);
             Err(ApiError::new(
                 ErrorCode::Unauthorized,
                 "a self-asserted user id (?user=) needs --insecure (development only); authenticate with a token",
@@ -192,7 +192,8 @@ pub fn upgrade(
         .get(warp::http::header::HOST)
         .and_then(|v| v.to_str().ok());
     if !node.auth().origins.allows(origin, host) {
-        node.metrics().connection_refused("origin");
+        node.metrics()
+            .connection_refused(crate::metrics::Refusal::Origin);
         return Err(ApiError::new(
             ErrorCode::Forbidden,
             format!(
@@ -205,14 +206,15 @@ pub fn upgrade(
     if let Start::Ready(a) = &start
         && !node.connections().user_has_room(&a.identity.user)
     {
-        node.metrics().connection_refused("per_user");
+        node.metrics()
+            .connection_refused(crate::metrics::Refusal::PerUser);
         return Err(ApiError::new(
             ErrorCode::Limit,
             "this user has too many connections on this instance (--max-connections-per-user)",
         ));
     }
     if let Err(r) = node.connections().admit() {
-        node.metrics().connection_refused(r.as_str());
+        node.metrics().connection_refused(r.refusal());
         return Err(ApiError::new(
             ErrorCode::Unavailable,
             format!("connection refused: {} reached", r.as_str()),

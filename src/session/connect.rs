@@ -39,7 +39,7 @@ pub async fn await_connect<S: AsyncRead + AsyncWrite + Unpin>(
         let msg = tokio::select! {
             m = stream.next() => m,
             _ = &mut deadline => {
-                metrics.auth_failure("connect_timeout");
+                metrics.auth_failure(crate::metrics::AuthFailure::ConnectTimeout);
                 closer.close(CloseCode::ConnectTimeout);
                 return None;
             }
@@ -111,7 +111,7 @@ pub async fn await_connect<S: AsyncRead + AsyncWrite + Unpin>(
         match verifier.connect(&token) {
             Ok(claims) => return Some((Authenticated::from_claims(claims), frame.id)),
             Err(e) => {
-                metrics.auth_failure("connect_token");
+                metrics.auth_failure(crate::metrics::AuthFailure::ConnectToken);
                 refuse(FrameError::new(frame.id, e.code(), e.to_string()));
                 closer.close(if e.code() == ErrorCode::TokenExpired {
                     CloseCode::TokenExpired

@@ -117,7 +117,7 @@ pub async fn serve<S>(
     if let Some((auth, connect_id)) = authenticated {
         let user = auth.identity.user.clone();
         if node.connections().open(&user).is_err() {
-            metrics.connection_refused("per_user");
+            metrics.connection_refused(crate::metrics::Refusal::PerUser);
             metrics.error(crate::codes::ErrorCode::Limit);
             let e = FrameError::new(
                 connect_id,

@@ -140,7 +140,9 @@ impl Session {
         let now = now_secs();
         let expired = |at: u64| at.saturating_add(grace) <= now;
         if self.expires_at.is_some_and(expired) {
-            self.node.metrics().auth_failure("token_expired");
+            self.node
+                .metrics()
+                .auth_failure(crate::metrics::AuthFailure::TokenExpired);
             self.closer.close(CloseCode::TokenExpired);
             return;
         }
@@ -275,22 +277,30 @@ impl Session {
     /// client that keeps pushing is closed.
     fn within_rate(&mut self, publish: bool, id: Option<u64>) -> Result<(), FrameError> {
         let (bucket, kind) = if publish {
-            (&mut self.publish_bucket, "publish")
+            (
+                &mut self.publish_bucket,
+                crate::metrics::RateLimited::Publish,
+            )
         } else {
-            (&mut self.request_bucket, "subscribe")
+            (
+                &mut self.request_bucket,
+                crate::metrics::RateLimited::Subscribe,
+            )
         };
         match bucket.take() {
             Verdict::Allowed => Ok(()),
             verdict => {
                 self.node.metrics().rate_limited(kind);
                 if verdict == Verdict::Abusive {
-                    self.node.metrics().connection_refused("abuse");
+                    self.node
+                        .metrics()
+                        .connection_refused(crate::metrics::Refusal::Abuse);
                     self.closer.close(CloseCode::RateLimited);
                 }
                 Err(FrameError::new(
                     id,
                     ErrorCode::Limit,
-                    format!("too many {kind} requests; slow down"),
+                    format!("too many {} requests; slow down", kind.as_str()),
                 ))
             }
         }
@@ -351,7 +361,9 @@ impl Session {
                         }
                     }
                     Ok(_) => {
-                        self.node.metrics().auth_failure("refresh_other_user");
+                        self.node
+                            .metrics()
+                            .auth_failure(crate::metrics::AuthFailure::RefreshOtherUser);
                         let e = err(
                             ErrorCode::Unauthorized,
                             "a refreshed token must keep the same `sub`".into(),
@@ -360,7 +372,9 @@ impl Session {
                         self.closer.close(CloseCode::Unauthorized);
                     }
                     Err(e) => {
-                        self.node.metrics().auth_failure("refresh_token");
+                        self.node
+                            .metrics()
+                            .auth_failure(crate::metrics::AuthFailure::RefreshToken);
                         return Err(err(e.code(), e.to_string()));
                     }
                 }
@@ -396,7 +410,9 @@ impl Session {
                         let claims = verifier
                             .subscription(t, &self.identity.user, &channel)
                             .map_err(|e| {
-                                self.node.metrics().auth_failure("subscription_token");
+                                self.node
+                                    .metrics()
+                                    .auth_failure(crate::metrics::AuthFailure::SubscriptionToken);
                                 err(e.code(), format!("subscription token: {e}"))
                             })?;
                         Some(claims.expires_at)

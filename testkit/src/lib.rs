@@ -25,6 +25,8 @@
 //!   code runs containers ([`RedisCluster`]), local `redis-server` processes (the
 //!   `shardcast-cluster` CLI) and the compose stack's init job.
 //! * [`RedisCluster`] (feature `containers`, on by default): nodes in Docker.
+//! * [`server`]: one `redis-server` (replica, password, AOF, TLS) and
+//!   `redis-sentinel` processes, for `--broker redis` and `--broker redis-sentinel`.
 //! * [`Shardcast`]: instances of the shardcast binary as processes.
 //! * [`Client`]: a WebSocket client for shardcast's protocol.
 //! * [`delivery`]: sequence-numbered load and its accounting (lost, duplicated,
@@ -42,6 +44,7 @@ pub mod http;
 pub mod local;
 pub mod ports;
 pub mod prometheus;
+pub mod server;
 pub mod shardcast;
 pub mod token;
 pub mod wait;
@@ -52,5 +55,6 @@ pub use client::{Client, PATIENCE, Received};
 pub use containers::{ClusterError, RedisCluster, RedisClusterBuilder, Target, key_slot};
 pub use delivery::{Load, Outcome, Report};
 pub use prometheus::Scrape;
+pub use server::{RedisServer, Sentinel, SentinelSetup};
 pub use shardcast::{Shardcast, ShardcastBuilder};
 pub use wait::eventually;

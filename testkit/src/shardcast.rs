@@ -40,6 +40,16 @@ impl ShardcastBuilder {
     /// Starts one instance on a free loopback port with `extra` arguments after
     /// the builder's; returns once `/readyz` answers 200.
     pub async fn start(&self, extra: &[&str]) -> Shardcast {
+        self.start_until(extra, "/readyz").await
+    }
+
+    /// Starts one instance and returns once it serves HTTP (`/healthz` answers),
+    /// ready or not: for tests of what an instance does while Redis is out of reach.
+    pub async fn spawn(&self, extra: &[&str]) -> Shardcast {
+        self.start_until(extra, "/healthz").await
+    }
+
+    async fn start_until(&self, extra: &[&str], probe: &str) -> Shardcast {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let child = Command::new(&self.binary)
@@ -55,19 +65,28 @@ impl ShardcastBuilder {
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.binary.display()));
-        let inst = Shardcast { addr, child };
+        let child = std::sync::Mutex::new(child);
+        let url = format!("http://{addr}{probe}");
         wait::eventually(
-            &format!("shardcast at {addr} to be ready"),
+            &format!("shardcast at {addr} to answer {probe}"),
             Duration::from_secs(30),
             || async {
-                match inst.get("/readyz").await.status {
+                let exited = child
+                    .lock()
+                    .map(|mut c| c.try_wait().ok().flatten())
+                    .unwrap_or(None);
+                if let Some(status) = exited {
+                    panic!("shardcast at {addr} exited: {status}");
+                }
+                match http::get(&url).await.status {
                     200 => Ok(()),
-                    s => Err(format!("/readyz answers {s}")),
+                    s => Err(format!("{probe} answers {s}")),
                 }
             },
         )
         .await;
-        inst
+        let child = child.into_inner().unwrap_or_else(|e| e.into_inner());
+        Shardcast { addr, child }
     }
 }
 
@@ -92,6 +111,19 @@ impl Shardcast {
             ],
             env: Vec::new(),
         }
+    }
+
+    /// Instances on one Redis server (`--broker redis --redis-url url`).
+    pub fn on_redis(binary: impl Into<PathBuf>, url: &str) -> ShardcastBuilder {
+        Self::with_args(binary, &["--broker", "redis", "--redis-url", url])
+    }
+
+    /// Instances on the primary the sentinels name (`--broker redis-sentinel`).
+    pub fn on_sentinels(binary: impl Into<PathBuf>, sentinels: &str) -> ShardcastBuilder {
+        Self::with_args(
+            binary,
+            &["--broker", "redis-sentinel", "--sentinels", sentinels],
+        )
     }
 
     /// Instances of `binary` with only the given arguments (any broker).

@@ -1,6 +1,6 @@
-//! Cluster tests' pieces: the Redis Cluster and instances of the binary under test,
-//! from shardcast-testkit, and the checks on where an instance holds its
-//! subscriptions.
+//! Redis tests' pieces: the Redis Cluster (or one server, or Sentinel) and
+//! instances of the binary under test, from shardcast-testkit, and the checks on
+//! where an instance holds its subscriptions.
 
 use std::time::Duration;
 
@@ -21,6 +21,20 @@ pub async fn cluster(replicas: usize) -> RedisCluster {
 /// Instances of the binary under test on `cluster`, with [`super::DEV`] and `args` each.
 pub fn instances(cluster: &RedisCluster, args: &[&str]) -> ShardcastBuilder {
     Shardcast::on_cluster(env!("CARGO_BIN_EXE_shardcast"), &cluster.seeds())
+        .args(super::DEV.iter().copied())
+        .args(args.iter().copied())
+}
+
+/// Instances on one Redis server at `url`, with [`super::DEV`] and `args` each.
+pub fn on_redis(url: &str, args: &[&str]) -> ShardcastBuilder {
+    Shardcast::on_redis(env!("CARGO_BIN_EXE_shardcast"), url)
+        .args(super::DEV.iter().copied())
+        .args(args.iter().copied())
+}
+
+/// Instances on the primary `sentinels` name, with [`super::DEV`] and `args` each.
+pub fn on_sentinels(sentinels: &str, args: &[&str]) -> ShardcastBuilder {
+    Shardcast::on_sentinels(env!("CARGO_BIN_EXE_shardcast"), sentinels)
         .args(super::DEV.iter().copied())
         .args(args.iter().copied())
 }

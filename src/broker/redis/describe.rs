@@ -31,7 +31,8 @@ impl Shared {
             })
             .collect();
         json!({
-            "broker": "redis-cluster",
+            "broker": self.source.kind(),
+            "tls": self.connector.is_tls(),
             "subscribe_from": format!("{:?}", self.policy).to_lowercase(),
             "slots_covered": map.as_ref().map_or(0, |m| m.covered()),
             "shards": map.as_ref().map(|m| &m.shards),

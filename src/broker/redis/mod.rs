@@ -9,9 +9,16 @@
 //! reconciler, so there is one code path that subscribes, and it is the one the
 //! tests exercise.
 //!
-//! Publishing and history reads go through redis-rs's cluster connection
-//! ([`publisher`]); the slot map comes from [`discovery`].
+//! The same broker serves one Redis server and a Sentinel-watched primary: to
+//! everything above [`source`] they are a cluster of one shard that owns every
+//! slot, found by another discovery ([`source`], [`sentinel`]) and reached by a
+//! plain connection instead of the cluster client ([`conn`]).
+//!
+//! Publishing and history reads go through the data connection ([`conn`],
+//! [`publisher`]); the slot map comes from [`discovery`].
 
+mod conn;
+mod connector;
 mod describe;
 mod discovery;
 mod keys;
@@ -21,6 +28,8 @@ mod publisher;
 mod reconciler;
 mod registry;
 mod resp;
+mod sentinel;
+mod source;
 mod state;
 mod subscriber;
 pub mod timeline;
@@ -30,6 +39,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
 use tokio::sync::{Notify, OnceCell, oneshot};
 
@@ -54,8 +64,10 @@ pub(crate) struct Shared {
     /// `CLIENT SETNAME` of this instance's subscriber connections.
     client_name: String,
     policy: SubscribeFrom,
-    seeds: Vec<RedisAddr>,
-    seed_urls: Vec<String>,
+    /// Where the nodes come from: cluster seeds, one server, or sentinels.
+    source: source::Source,
+    /// Credentials and TLS of every connection.
+    connector: connector::Connector,
     reconcile_interval: Duration,
     topology_interval: Duration,
     topology: RwLock<Option<Arc<SlotMap>>>,
@@ -63,7 +75,12 @@ pub(crate) struct Shared {
     kick: Notify,
     /// A slot map refresh is due (a hint of change arrived).
     refresh: AtomicBool,
-    publisher: OnceCell<ClusterConnection>,
+    /// The data connection of a cluster.
+    cluster: OnceCell<ClusterConnection>,
+    /// The data connection of one server: the primary it goes to, and it.
+    single: tokio::sync::Mutex<Option<(RedisAddr, MultiplexedConnection)>>,
+    /// The last topology read succeeded (readiness).
+    reachable: AtomicBool,
     /// What this instance saw happen, for operators.
     timeline: timeline::Timeline,
     shutdown: Shutdown,
@@ -80,38 +97,32 @@ impl RedisBroker {
         metrics: Metrics,
         shutdown: Shutdown,
     ) -> Result<RedisBroker, BrokerError> {
-        if config.redis_nodes.is_empty() {
-            return Err(BrokerError::Config(
-                "--broker redis-cluster needs --redis-nodes redis://host:port,...".into(),
-            ));
-        }
-        let seeds = config
-            .redis_nodes
-            .iter()
-            .map(|u| discovery::seed_addr(u.trim()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (source, connector) = source::from_config(config)?;
         let shared = Arc::new(Shared {
             events,
             metrics,
             client_name: format!("shardcast-sub-{}", config.instance()),
             policy: config.subscribe_from,
-            seed_urls: seeds.iter().map(|s| format!("redis://{s}")).collect(),
-            seeds,
+            source,
+            connector,
             reconcile_interval: config.reconcile_interval,
             topology_interval: config.topology_interval,
             topology: RwLock::new(None),
             state: Mutex::new(State::default()),
             kick: Notify::new(),
             refresh: AtomicBool::new(true),
-            publisher: OnceCell::new(),
+            cluster: OnceCell::new(),
+            single: tokio::sync::Mutex::new(None),
+            reachable: AtomicBool::new(false),
             timeline: timeline::Timeline::default(),
             shutdown,
         });
         // A first attempt now, so that a healthy cluster is ready at once; an
         // unreachable one is not fatal: /readyz says so and the reconciler retries.
         if let Err(e) = shared.refresh_topology().await {
-            tracing::warn!(error = %e, "no cluster topology yet; will retry");
+            tracing::warn!(error = %e, "no Redis topology yet; will retry");
         }
+        sentinel::watch(&shared);
         tokio::spawn(reconciler::run(shared.clone()));
         Ok(RedisBroker { shared })
     }
@@ -165,8 +176,15 @@ impl RedisBroker {
         self.shared.history(channel, retention, since, limit).await
     }
 
+    /// The slot map is known and the last attempt to read it reached Redis.
     pub fn is_ready(&self) -> bool {
-        self.shared.map().is_some_and(|m| m.covered() > 0)
+        self.shared.reachable.load(Ordering::Relaxed)
+            && self.shared.map().is_some_and(|m| m.covered() > 0)
+    }
+
+    /// `redis-cluster`, `redis` or `redis-sentinel`.
+    pub fn kind(&self) -> &'static str {
+        self.shared.source.kind()
     }
 
     pub(crate) fn shared(&self) -> &Shared {

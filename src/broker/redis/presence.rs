@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use redis::cluster_async::ClusterConnection;
 use serde_json::value::RawValue;
 
 use super::Shared;
@@ -24,8 +23,8 @@ fn event(channel: &Channel, kind: Kind, entry: &str) -> Result<Vec<u8>, BrokerEr
 }
 
 impl Shared {
-    async fn conn(&self) -> Result<ClusterConnection, BrokerError> {
-        self.publisher().await
+    async fn conn(&self) -> Result<super::conn::DataConn<'_>, BrokerError> {
+        self.data().await
     }
 
     pub(crate) async fn presence_join(

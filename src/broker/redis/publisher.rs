@@ -1,15 +1,13 @@
-//! Publishing and history reads through redis-rs's cluster connection: SPUBLISH
-//! (routed by the channel's slot, following MOVED/ASK), the history scripts, and
-//! the replication wait after a stored publish.
+//! Publishing and history reads through the data connection ([`super::conn`]):
+//! SPUBLISH (on a cluster, routed by the channel's slot, following MOVED/ASK), the
+//! history scripts, and the replication wait after a stored publish.
 
 use std::time::Duration;
 
-use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use tokio::time::Instant;
 
 use super::Shared;
-use super::discovery::REDIS_TIMEOUT;
+use super::conn::DataConn;
 use super::keys::{self, Keys};
 use crate::broker::{BrokerError, wire};
 use crate::channel::Channel;
@@ -27,32 +25,13 @@ fn encode_error(e: serde_json::Error) -> BrokerError {
 }
 
 impl Shared {
-    /// The publishing connection, created on first use.
-    pub(super) async fn publisher(&self) -> Result<ClusterConnection, BrokerError> {
-        self.publisher
-            .get_or_try_init(|| async {
-                let client = redis::cluster::ClusterClientBuilder::new(self.seed_urls.clone())
-                    .connection_timeout(REDIS_TIMEOUT)
-                    .response_timeout(REDIS_TIMEOUT)
-                    .retries(3)
-                    .build()
-                    .map_err(|e| BrokerError::Config(e.to_string()))?;
-                client
-                    .get_async_connection()
-                    .await
-                    .map_err(BrokerError::redis("cannot reach the cluster"))
-            })
-            .await
-            .cloned()
-    }
-
     pub(super) async fn publish(
         &self,
         p: Publication,
         retention: Option<&Retention>,
         idempotency_key: Option<&str>,
     ) -> Result<PublishAck, BrokerError> {
-        let mut conn = self.publisher().await?;
+        let mut conn = self.data().await?;
         let started = Instant::now();
         let result = match retention {
             None => match wire::plain(&p, wire::new_uid()) {
@@ -79,7 +58,7 @@ impl Shared {
             .iter()
             .map(|p| wire::plain(p, wire::new_uid()))
             .collect();
-        let mut conn = match self.publisher().await {
+        let mut conn = match self.data().await {
             Ok(c) => c,
             Err(e) => {
                 let e = std::sync::Arc::new(e);
@@ -127,7 +106,7 @@ impl Shared {
     /// acknowledged publication survives a failover.
     async fn publish_stored(
         &self,
-        conn: &mut ClusterConnection,
+        conn: &mut DataConn<'_>,
         p: &Publication,
         retention: &Retention,
         idempotency_key: Option<&str>,
@@ -161,13 +140,9 @@ impl Shared {
             .and_then(|m| m.shard_of(slot).map(|s| !s.replicas.is_empty()))
             .unwrap_or(false);
         if has_replica {
-            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
-                slot,
-                SlotAddr::Master,
-            )));
             let mut wait = redis::cmd("WAIT");
             wait.arg(1).arg(REPLICA_WAIT.as_millis() as u64);
-            match conn.route_command(wait, route).await {
+            match conn.on_primary(slot, wait).await {
                 Ok(redis::Value::Int(n)) if n >= 1 => {}
                 // Stored and published already: failing the publish now would only
                 // invite a retry that stores it twice. Counted instead.
@@ -187,7 +162,7 @@ impl Shared {
         since: Option<u64>,
         limit: usize,
     ) -> Result<HistoryPage, BrokerError> {
-        let mut conn = self.publisher().await?;
+        let mut conn = self.data().await?;
         let k = Keys::of(channel);
         let (epoch, top, payloads): (String, u64, Vec<Vec<u8>>) = keys::READ
             .key(&k.stream)
@@ -217,7 +192,7 @@ impl Shared {
 
 /// SPUBLISHes one prepared payload through the redirect-following path.
 async fn spublish(
-    conn: &mut ClusterConnection,
+    conn: &mut DataConn<'_>,
     channel: &Channel,
     payload: &[u8],
 ) -> Result<PublishAck, BrokerError> {
@@ -234,16 +209,12 @@ impl Shared {
     /// `PUBSUB SHARDNUMSUB` of `channel` on its slot's primary: how many
     /// subscriber connections (instances) hold it there.
     pub(crate) async fn shard_numsub(&self, channel: &Channel) -> Result<i64, BrokerError> {
-        let mut conn = self.publisher().await?;
+        let mut conn = self.data().await?;
         let slot = key_slot(channel.as_str().as_bytes());
-        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
-            slot,
-            SlotAddr::Master,
-        )));
         let mut cmd = redis::cmd("PUBSUB");
         cmd.arg("SHARDNUMSUB").arg(channel.as_str());
         let v = conn
-            .route_command(cmd, route)
+            .on_primary(slot, cmd)
             .await
             .map_err(BrokerError::redis("SHARDNUMSUB failed"))?;
         let pair: Vec<redis::Value> = redis::from_redis_value(v).unwrap_or_default();

@@ -26,6 +26,8 @@ pub async fn run(shared: Arc<Shared>) {
     let mut next_topology = Instant::now() + shared.topology_interval;
     let mut last_refresh = Instant::now() - MIN_REFRESH_GAP;
     let mut retry_at: Option<Instant> = None;
+    // Refreshes fail every RETRY while Redis is away: said once, not each time.
+    let mut failing = false;
     loop {
         let wake = retry_at
             .unwrap_or(next_reconcile)
@@ -56,13 +58,20 @@ pub async fn run(shared: Arc<Shared>) {
             }
             last_refresh = Instant::now();
             shared.refresh.store(false, Ordering::Relaxed);
-            match shared.refresh_topology().await {
+            let refreshed = shared.refresh_topology().await;
+            match &refreshed {
+                Ok(_) if failing => tracing::info!("Redis reachable again"),
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "topology refresh failed; retrying every {RETRY:?}")
+                }
+                Err(e) => tracing::debug!(error = %e, "topology refresh failed"),
+                Ok(_) => {}
+            }
+            failing = refreshed.is_err();
+            match refreshed {
                 Ok(true) => shared.lock().full = true,
                 Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "topology refresh failed");
-                    retry_at = Some(Instant::now() + RETRY);
-                }
+                Err(_) => retry_at = Some(Instant::now() + RETRY),
             }
         }
         if pass(&shared, periodic) {

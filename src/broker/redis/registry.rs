@@ -34,7 +34,7 @@ impl Shared {
             .arg(id)
             .arg(report)
             .arg(ttl.as_millis() as u64)
-            .invoke_async(&mut self.publisher().await?)
+            .invoke_async(&mut self.data().await?)
             .await
             .map_err(BrokerError::redis("instance heartbeat failed"))?;
         Ok(())
@@ -43,14 +43,14 @@ impl Shared {
     pub(crate) async fn instances(&self) -> Result<Vec<String>, BrokerError> {
         LIST.key(INDEX)
             .arg(PREFIX)
-            .invoke_async(&mut self.publisher().await?)
+            .invoke_async(&mut self.data().await?)
             .await
             .map_err(BrokerError::redis("instance list failed"))
     }
 
     /// Removes this instance at shutdown (it would expire anyway).
     pub(crate) async fn forget_instance(&self, id: &str) -> Result<(), BrokerError> {
-        let mut conn = self.publisher().await?;
+        let mut conn = self.data().await?;
         let mut pipe = redis::pipe();
         pipe.cmd("DEL").arg(format!("{PREFIX}{id}")).ignore();
         pipe.cmd("ZREM").arg(INDEX).arg(id).ignore();

@@ -13,12 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 
 use super::Shared;
+use super::connector::{Connector, Io};
 use super::resp::{Frame, decode, encode};
 use super::topology::RedisAddr;
 use crate::broker::wire;
@@ -67,7 +68,7 @@ pub async fn run(
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        match connect(&addr, &inner.client_name).await {
+        match connect(&inner.connector, &addr, &inner.client_name).await {
             Ok((stream, leftover)) => {
                 backoff = BACKOFF_MIN;
                 // Commands queued while disconnected were for a connection that no
@@ -107,14 +108,20 @@ pub async fn run(
     }
 }
 
-async fn connect(addr: &str, name: &str) -> Result<(TcpStream, BytesMut), String> {
-    let mut stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
+async fn connect(
+    connector: &Connector,
+    addr: &str,
+    name: &str,
+) -> Result<(Box<dyn Io>, BytesMut), String> {
+    let mut stream = connector.stream(addr, CONNECT_TIMEOUT).await?;
     let mut out = Vec::new();
-    encode(&mut out, &[b"HELLO", b"3", b"SETNAME", name.as_bytes()]);
+    let mut hello: Vec<&[u8]> = vec![b"HELLO", b"3"];
+    let auth = connector.hello_auth();
+    if let Some((user, password)) = &auth {
+        hello.extend([b"AUTH".as_slice(), user.as_bytes(), password.as_bytes()]);
+    }
+    hello.extend([b"SETNAME".as_slice(), name.as_bytes()]);
+    encode(&mut out, &hello);
     stream.write_all(&out).await.map_err(|e| e.to_string())?;
     let mut buf = BytesMut::with_capacity(4096);
     let hello = timeout(CONNECT_TIMEOUT, async {
@@ -130,6 +137,7 @@ async fn connect(addr: &str, name: &str) -> Result<(TcpStream, BytesMut), String
     .await
     .map_err(|_| "HELLO timed out".to_string())??;
     if let Frame::Error(e) = hello {
+        // (The error names the problem, e.g. WRONGPASS; it never echoes the password.)
         return Err(format!("HELLO refused: {e}"));
     }
     Ok((stream, buf))
@@ -143,11 +151,11 @@ enum Ended {
 async fn session(
     inner: &Arc<Shared>,
     addr: &RedisAddr,
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     mut buf: BytesMut,
     rx: &mut mpsc::UnboundedReceiver<SubscriberCmd>,
 ) -> Ended {
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut inflight: VecDeque<Inflight> = VecDeque::new();
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut out = Vec::with_capacity(4096);
@@ -200,14 +208,16 @@ async fn session(
             _ = ping.tick() => {
                 // A task starved of CPU can see this tick before the read that has
                 // been waiting: look at the socket before calling it dead.
-                match rd.try_read_buf(&mut buf) {
-                    Ok(0) => return Ended::Lost("closed by Redis".into()),
-                    Ok(_) => {
+                // (`read_buf` is cancel safe: polled once, it takes nothing
+                // unless it returns.)
+                match rd.read_buf(&mut buf).now_or_never() {
+                    Some(Ok(0)) => return Ended::Lost("closed by Redis".into()),
+                    Some(Ok(_)) => {
                         heard = Instant::now();
                         continue;
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Ended::Lost(e.to_string()),
+                    Some(Err(e)) => return Ended::Lost(e.to_string()),
+                    None => {}
                 }
                 if let Some(oldest) = inflight.front()
                     && oldest.sent.max(heard).elapsed() > UNRESPONSIVE
