@@ -59,6 +59,7 @@ let eventsRendered = -1;
 let dashSeq = 0; // the dashboard's own events (instances joining/leaving)
 let knownInstances = null; // Map id -> address, after the first poll
 const colours = new Map(); // primary address -> colour
+const shardMemory = new Map(); // node address -> the shard's nodes when last seen in the map
 let slotmapSig = '';
 let currentSegments = [];
 let lastInstances = [];
@@ -78,6 +79,7 @@ function resetData() {
   answeredBy = '';
   lastCluster = null;
   lookupShown = null;
+  shardMemory.clear();
   polls = 0;
   document.body.dataset.polls = '0';
   $('#instances tbody').replaceChildren();
@@ -298,15 +300,17 @@ function sample(inst) {
 
 const SVG = 'http://www.w3.org/2000/svg';
 function spark(values, colour, label) {
-  const W = 120;
-  const H = 26;
+  const W = 90;
+  const H = 24;
   const svg = document.createElementNS(SVG, 'svg');
   svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
   svg.setAttribute('width', W);
   svg.setAttribute('height', H);
   svg.setAttribute('class', 'spark');
-  const max = Math.max(1, ...values);
-  const step = W / (RING - 1);
+  const max = Math.max(1, ...values) * 1.15; // some headroom above the peak
+  // One sample per second, newest at the right; until 30 s are sampled they span the
+  // first 30 s of the axis, then the axis grows to the ring's 5 minutes.
+  const step = W / (Math.max(30, values.length) - 1);
   const pts = values.map((v, i) => {
     const x = W - (values.length - 1 - i) * step;
     const y = H - 2 - (v / max) * (H - 4);
@@ -328,29 +332,27 @@ function spark(values, colour, label) {
   }
   const title = document.createElementNS(SVG, 'title');
   const secs = values.length;
-  title.textContent = `${label}: now ${values.length ? values[values.length - 1] : 0}, max ${Math.max(0, ...values)} over the last ${duration(secs)}`;
+  title.textContent = `${label}: now ${values.length ? values[values.length - 1] : 0}, peak ${Math.max(0, ...values)} over the last ${duration(secs)}`;
   svg.append(title);
   return svg;
 }
 
 // ---------------------------------------------------------------- instances
 
+const SPARKS = ['connections', 'messages_in_per_sec', 'messages_out_per_sec'];
+
 const FIELDS = [
   ['id', (i, ctx) => el('span', {},
     el('b', { text: i.id }),
     i.id === ctx.answeredBy ? el('span', { class: 'tag', title: 'this instance answered the page', text: 'this' }) : null,
-    i.insecure ? el('span', { class: 'tag warn', title: 'runs with --insecure', text: 'insecure' }) : null)],
+    i.insecure ? el('span', { class: 'tag warn', title: 'runs with --insecure', text: 'insecure' }) : null,
+    el('div', { class: 'sub', 'data-field': 'version', text: `v${i.version} · ${i.broker}` }))],
   ['address', (i) => i.address],
-  ['version', (i) => i.version],
   ['uptime_s', (i) => duration(i.uptime_s)],
-  ['connections', (i) => int(i.connections), 'num'],
   ['users', (i) => int(i.users), 'num'],
   ['subscriptions', (i) => int(i.subscriptions), 'num'],
   ['channels', (i) => int(i.channels), 'num'],
-  ['messages_in_per_sec', (i) => rate(i.messages_in_per_sec), 'num'],
-  ['messages_out_per_sec', (i) => rate(i.messages_out_per_sec), 'num'],
-  ['messages_in_total', (i) => int(i.messages_in_total), 'num'],
-  ['messages_out_total', (i) => int(i.messages_out_total), 'num'],
+  ['messages_totals', (i) => `${int(i.messages_in_total)} / ${int(i.messages_out_total)}`, 'num'],
   ['slow_consumer_disconnects', (i) => int(i.slow_consumer_disconnects), 'num'],
   ['redis_subscriber_connections', (i) => {
     const nodes = Object.values(i.redis_nodes || {});
@@ -389,7 +391,7 @@ function renderInstances(data) {
     if (!tr) {
       tr = el('tr', { 'data-instance': inst.id });
       for (const [f, , cls] of FIELDS) tr.append(el('td', { 'data-field': f, class: cls }));
-      for (const f of ['spark-connections', 'spark-in', 'spark-out']) tr.append(el('td', { 'data-field': f, class: 'sparkcell' }));
+      for (const f of SPARKS) tr.append(el('td', { 'data-field': f, class: 'sparkcell' }));
     }
     rows.delete(inst.id);
     for (const [f, fmt] of FIELDS) {
@@ -399,9 +401,9 @@ function renderInstances(data) {
       else if (td.textContent !== String(v)) td.textContent = String(v);
       if (typeof inst[f] === 'number') td.dataset.value = String(inst[f]);
     }
-    setSpark(tr, 'spark-connections', ring.conn, '#4e79a7', 'connections', int(inst.connections));
-    setSpark(tr, 'spark-in', ring.inn, '#59a14f', 'messages in/s', rate(inst.messages_in_per_sec));
-    setSpark(tr, 'spark-out', ring.out, '#f28e2b', 'messages out/s', rate(inst.messages_out_per_sec));
+    setSpark(tr, 'connections', ring.conn, '#4e79a7', 'connections', int(inst.connections), inst.connections);
+    setSpark(tr, 'messages_in_per_sec', ring.inn, '#59a14f', 'messages in/s', rate(inst.messages_in_per_sec), inst.messages_in_per_sec);
+    setSpark(tr, 'messages_out_per_sec', ring.out, '#f28e2b', 'messages out/s', rate(inst.messages_out_per_sec), inst.messages_out_per_sec);
     const lag = freshest - (inst.reported_at_ms || 0);
     tr.classList.toggle('stale', lag > STALE_MS);
     tr.title = lag > STALE_MS ? `no report for ${(lag / 1000).toFixed(1)} s` : `reported ${clock(inst.reported_at_ms)}`;
@@ -441,8 +443,9 @@ function renderInstances(data) {
   trimEvents();
 }
 
-function setSpark(tr, field, values, colour, label, now) {
+function setSpark(tr, field, values, colour, label, now, raw) {
   const td = tr.querySelector(`td[data-field="${field}"]`);
+  td.dataset.value = String(raw);
   td.replaceChildren(spark(values, colour, label), el('span', { class: 'sparkval', text: now }));
 }
 
@@ -566,6 +569,7 @@ function renderCluster(cluster) {
   $('#cluster-memory').hidden = !memory;
   $('#cluster-redis').hidden = memory;
   $('#sum-slots-wrap').hidden = memory;
+  $('#timeline-empty').textContent = memory ? 'No topology events with the embedded broker.' : 'No events yet.';
   if (memory) {
     $('#cluster-meta').textContent = cluster ? `broker: ${cluster.broker}` : '';
     return;
@@ -609,17 +613,37 @@ function renderCluster(cluster) {
     strip.dataset.segments = String(segs.length);
   }
 
-  // Primaries with their replicas, health.
-  const inShards = new Set();
+  // Primaries with their replicas, health. A node that left the map (failed) stays
+  // listed under the shard it was last seen in.
+  const inShards = new Set(shards.flatMap((s) => [s.primary, ...(s.replicas || [])]));
+  for (const s of shards) {
+    const group = [s.primary, ...(s.replicas || [])];
+    for (const a of group) shardMemory.set(a, group);
+  }
+  const orphansOf = new Map(); // primary -> nodes not in the map that were in its shard
+  const others = [];
+  for (const n of nodes) {
+    if (inShards.has(n.addr)) continue;
+    const was = (shardMemory.get(n.addr) || []).filter((a) => a !== n.addr);
+    const home = shards.find((s) => [s.primary, ...(s.replicas || [])].some((a) => was.includes(a)));
+    if (home) {
+      if (!orphansOf.has(home.primary)) orphansOf.set(home.primary, []);
+      orphansOf.get(home.primary).push(n);
+    } else {
+      others.push(n);
+    }
+  }
   const items = byFirstSlot.map((s) => {
-    inShards.add(s.primary);
     const count = (s.slots || []).reduce((a, r) => a + (r[1] - r[0] + 1), 0);
     const ranges = (s.slots || []).map((r) => (r[0] === r[1] ? `${r[0]}` : `${r[0]}–${r[1]}`));
     const shown = ranges.length > 4 ? `${ranges.slice(0, 4).join(', ')}, … (+${ranges.length - 4})` : ranges.join(', ');
-    const reps = (s.replicas || []).map((r) => {
-      inShards.add(r);
-      return el('li', { 'data-replica': r }, el('span', { class: 'role', text: 'replica' }), el('code', { text: r }), badge(healthOf(r, nodeHealth, cluster)));
-    });
+    const reps = (s.replicas || []).map((r) => el('li', { 'data-replica': r },
+      el('span', { class: 'role', text: 'replica' }), el('code', { text: r }), badge(healthOf(r, nodeHealth, cluster))));
+    for (const n of orphansOf.get(s.primary) || []) {
+      reps.push(el('li', { 'data-node': n.addr, 'data-orphan': 'true', class: 'orphan' },
+        el('span', { class: 'role', text: n.role === 'primary' ? 'was primary' : n.role }), el('code', { text: n.addr }),
+        badge(healthOf(n.addr, nodeHealth, cluster)), el('span', { class: 'hint', text: 'left the slot map' })));
+    }
     return el('li', { 'data-primary': s.primary, 'data-slots': count },
       el('div', { class: 'primary' },
         swatch(s.primary),
@@ -629,10 +653,10 @@ function renderCluster(cluster) {
       reps.length ? el('ul', { class: 'replicas' }, reps) : el('div', { class: 'hint', text: 'no replica' }));
   });
   $('#shards').replaceChildren(...items);
-  const others = nodes.filter((n) => !inShards.has(n.addr)).map((n) => el('li', { 'data-node': n.addr },
+  const otherItems = others.map((n) => el('li', { 'data-node': n.addr },
     el('span', { class: 'role', text: n.role }), el('code', { text: n.addr }), badge(healthOf(n.addr, nodeHealth, cluster)),
     el('span', { class: 'hint', text: ' not serving slots' })));
-  $('#other-nodes').replaceChildren(...(others.length ? [el('li', { class: 'head', text: 'Other nodes' }), ...others] : []));
+  $('#other-nodes').replaceChildren(...(otherItems.length ? [el('li', { class: 'head', text: 'Other nodes' }), ...otherItems] : []));
 
   // Channels per Redis node per instance.
   const addrs = new Set([...nodes.map((n) => n.addr), ...shards.flatMap((s) => [s.primary, ...(s.replicas || [])])]);
@@ -715,7 +739,9 @@ function renderLookup(r) {
     ['channel', el('code', { text: r.channel })],
     ['namespace', r.namespace ? el('code', { text: r.namespace }) : '(default)'],
     ['slot', String(r.slot)],
-    ['owner', r.owner ? el('span', { 'data-field': 'owner' }, swatch(r.owner), el('code', { text: r.owner })) : 'not known to this instance'],
+    ['owner', r.owner
+      ? el('span', { 'data-field': 'owner' }, swatch(r.owner), el('code', { text: r.owner }))
+      : (lastCluster && lastCluster.broker === 'memory' ? 'none (embedded broker, no Redis)' : 'not known to this instance (no primary serves the slot now)')],
   ];
   if (r.replicas) rows.push(['replicas', r.replicas.length ? r.replicas.join(', ') : 'none']);
   if (r.instances_holding !== undefined) rows.push(['instances holding it', String(r.instances_holding)]);
@@ -724,7 +750,7 @@ function renderLookup(r) {
   if (r.history) {
     rows.push(['history', r.history.error
       ? el('span', { class: 'error', text: r.history.error })
-      : `offset ${r.history.offset}, epoch ${r.history.epoch}`]);
+      : `offset ${r.history.offset}, epoch ${r.history.epoch || '(none yet)'}`]);
   }
   if (r.presence) {
     rows.push(['presence', r.presence.error
