@@ -41,6 +41,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// HTTP only: a body without `Content-Length`.
     LengthRequired,
+    /// HTTP only: the request was not completed in time (its body did not arrive).
+    Timeout,
 }
 
 impl ErrorCode {
@@ -62,10 +64,11 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::LengthRequired => "length_required",
+            ErrorCode::Timeout => "timeout",
         }
     }
 
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadRequest,
         ErrorCode::TooLarge,
         ErrorCode::Forbidden,
@@ -82,6 +85,7 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::LengthRequired,
+        ErrorCode::Timeout,
     ];
 
     /// Position in [`ErrorCode::ALL`] (for per-code counters).
@@ -97,6 +101,12 @@ impl ErrorCode {
 /// itself. Clients branch on the range (docs/PROTOCOL.md, "Close codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseCode {
+    /// The client broke RFC 6455 framing: reserved bits, an unknown opcode, a
+    /// fragmented or oversized control frame, an unmasked frame, a stray
+    /// continuation.
+    ProtocolError,
+    /// A text frame that is not UTF-8.
+    InvalidPayload,
     /// Frame over the hard size limit.
     MessageTooBig,
     /// Unexpected server error.
@@ -127,6 +137,8 @@ pub enum CloseCode {
 impl CloseCode {
     pub fn code(self) -> u16 {
         match self {
+            CloseCode::ProtocolError => 1002,
+            CloseCode::InvalidPayload => 1007,
             CloseCode::MessageTooBig => 1009,
             CloseCode::Internal => 1011,
             CloseCode::ServiceRestart => 1012,
@@ -144,6 +156,8 @@ impl CloseCode {
 
     pub fn reason(self) -> &'static str {
         match self {
+            CloseCode::ProtocolError => "websocket protocol error",
+            CloseCode::InvalidPayload => "text frame is not utf-8",
             CloseCode::MessageTooBig => "frame too large",
             CloseCode::Internal => "internal error",
             CloseCode::ServiceRestart => "server restarting",

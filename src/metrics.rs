@@ -76,6 +76,10 @@ pub struct Metrics {
     pub redis_latency: Histogram,
     /// 1 while the last topology read reached Redis, 0 while it cannot.
     pub redis_up: Gauge,
+    /// Connections not (yet) WebSocket sessions.
+    pub pending_connections: Gauge,
+    /// `accept` failures (out of descriptors and the like).
+    pub accept_errors: Counter,
     pub history_gap_fills: Counter,
     pub history_lost: Counter,
     pub history_duplicates_dropped: Counter,
@@ -113,6 +117,8 @@ impl Metrics {
             redis_dropped: counter!("shardcast_redis_dropped_total"),
             redis_latency: histogram!("shardcast_redis_roundtrip_seconds"),
             redis_up: gauge!("shardcast_redis_up"),
+            pending_connections: gauge!("shardcast_pending_connections"),
+            accept_errors: counter!("shardcast_accept_errors_total"),
             history_gap_fills: counter!("shardcast_history_gap_fills_total"),
             history_lost: counter!("shardcast_history_lost_total"),
             history_duplicates_dropped: counter!("shardcast_history_duplicates_dropped_total"),
@@ -191,6 +197,11 @@ impl Metrics {
         counter!("shardcast_connections_refused_total", "reason" => reason.as_str()).increment(1);
     }
 
+    /// A connection closed because a stage took too long.
+    pub fn timeout(&self, stage: Stage) {
+        counter!("shardcast_timeouts_total", "stage" => stage.as_str()).increment(1);
+    }
+
     /// Every labelled counter at zero, so that dashboards and alerts see each
     /// series from the start rather than after its first event.
     fn register_labelled() {
@@ -199,6 +210,9 @@ impl Metrics {
         }
         for k in RateLimited::ALL {
             counter!("shardcast_rate_limited_total", "kind" => k.as_str()).increment(0);
+        }
+        for s in Stage::ALL {
+            counter!("shardcast_timeouts_total", "stage" => s.as_str()).increment(0);
         }
         for r in Refusal::ALL {
             counter!("shardcast_connections_refused_total", "reason" => r.as_str()).increment(0);
@@ -285,6 +299,26 @@ labels! {
         Origin => "origin",
         /// Closed for pushing past its rate limit (4029).
         Abuse => "abuse",
+        /// `--max-pending-connections` reached.
+        Pending => "pending",
+        /// Out of file descriptors.
+        Descriptors => "descriptors",
+    }
+}
+
+labels! {
+    /// The stage a connection timed out in (`shardcast_timeouts_total{stage}`).
+    Stage {
+        /// Request headers not complete within `--header-timeout`.
+        Headers => "headers",
+        /// An `/api/*` body not complete within `--body-timeout`.
+        Body => "body",
+        /// The WebSocket not handed over within `--upgrade-timeout` of the 101.
+        Upgrade => "upgrade",
+        /// A keep-alive connection idle for `--idle-timeout`.
+        Idle => "idle",
+        /// No `connect` frame within `--connect-timeout`.
+        Connect => "connect",
     }
 }
 

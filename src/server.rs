@@ -17,7 +17,9 @@ use tower_service::Service;
 use warp::Filter;
 
 use crate::config::Config;
+use crate::http::guard::FrontDoor;
 use crate::http::{self, ws::UpgradeSlot};
+use crate::metrics::{Metrics, Refusal};
 use crate::node::{Node, StartError};
 use crate::shutdown;
 
@@ -69,38 +71,59 @@ pub async fn run(
     }
     let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
 
-    let routes = http::routes(node.clone(), shutdown.clone(), drain_tx);
+    let front = FrontDoor::new(node.config().front.clone(), node.metrics().clone());
+    let routes = http::routes(node.clone(), front.clone(), shutdown.clone(), drain_tx);
     let graceful = GracefulShutdown::new();
+    let mut accept = Acceptor::new(node.metrics().clone());
     let mut signal = std::pin::pin!(signal);
     loop {
         let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::error!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
+            accepted = accept.next(&listener) => match accepted {
+                Some(stream) => stream,
+                None => continue,
             },
             _ = &mut signal => break,
         };
+        let Some(permit) = front.admit() else {
+            FrontDoor::turn_away(&stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let (stream, activity) = FrontDoor::track(stream);
         let warp_service = warp::service(routes.clone());
+        let (front_here, requests) = (front.clone(), activity.clone());
         let service =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                let refused = front_here.refuse(&req);
+                let in_request = requests.request();
                 UpgradeSlot::attach(&mut req);
-                warp_service.clone().call(req)
+                let mut warp_service = warp_service.clone();
+                let activity = requests.clone();
+                async move {
+                    let _in_request = in_request;
+                    let response = match refused {
+                        Some(response) => Ok(response),
+                        None => warp_service.call(req).await,
+                    };
+                    if let Ok(r) = &response
+                        && r.status() == hyper::StatusCode::SWITCHING_PROTOCOLS
+                    {
+                        activity.upgrading();
+                    }
+                    response
+                }
             });
-        let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .max_buf_size(front.hyper_buffer_limit())
+            .max_headers(front.limits().max_headers.saturating_mul(2).max(100));
+        let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection error");
-            }
-        });
+        let front = front.clone();
+        tokio::spawn(async move { front.serve(conn, activity, permit).await });
     }
     drop(listener);
 
@@ -119,3 +142,65 @@ pub async fn run(
     drop(node);
     Ok(())
 }
+
+/// The accept loop's error handling. Out of descriptors (`EMFILE`/`ENFILE`), the
+/// pending connection would stay in the backlog and the loop would spin on it: a
+/// descriptor kept in reserve is given up for a moment to accept that connection
+/// and turn it away (a 503 if it takes it), and taken back. Established clients
+/// are not affected: their sockets are open already.
+struct Acceptor {
+    reserve: Option<std::fs::File>,
+    metrics: Metrics,
+    /// When an accept error was last logged, and how many since.
+    logged: Option<(tokio::time::Instant, u64)>,
+}
+
+impl Acceptor {
+    fn new(metrics: Metrics) -> Acceptor {
+        Acceptor {
+            reserve: std::fs::File::open("/dev/null").ok(),
+            metrics,
+            logged: None,
+        }
+    }
+
+    async fn next(&mut self, listener: &TcpListener) -> Option<tokio::net::TcpStream> {
+        let e = match listener.accept().await {
+            Ok((stream, _)) => return Some(stream),
+            Err(e) => e,
+        };
+        self.metrics.accept_errors.increment(1);
+        self.log(&e);
+        let exhausted = matches!(e.raw_os_error(), Some(EMFILE | ENFILE));
+        if exhausted && self.reserve.take().is_some() {
+            if let Ok(Ok((stream, _))) =
+                tokio::time::timeout(Duration::from_millis(10), listener.accept()).await
+            {
+                self.metrics.connection_refused(Refusal::Descriptors);
+                FrontDoor::turn_away(&stream);
+            }
+            self.reserve = std::fs::File::open("/dev/null").ok();
+        } else {
+            // Nothing to free (or another error): do not spin.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// The first error at once, then at most one line per 10 s with a count.
+    fn log(&mut self, e: &std::io::Error) {
+        let now = tokio::time::Instant::now();
+        match &mut self.logged {
+            Some((at, n)) if now.duration_since(*at) < Duration::from_secs(10) => *n += 1,
+            other => {
+                let since = other.map_or(0, |(_, n)| n);
+                tracing::error!(error = %e, repeated = since, "accept failed");
+                *other = Some((now, 0));
+            }
+        }
+    }
+}
+
+/// Linux's "too many open files" (process, system).
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;

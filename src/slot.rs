@@ -87,3 +87,6 @@ mod tag_tests {
         }
     }
 }
+#[cfg(test)]
+#[path = "slot_proptests.rs"]
+mod proptests;

@@ -14,7 +14,7 @@ use shardcast_testkit::RedisServer;
 use shardcast_testkit::server::TlsFiles;
 use support::cluster::on_redis;
 use support::faults::{judge, side_by_side};
-use support::{ConfigFile, eventually};
+use support::{Client, ConfigFile, eventually};
 use tokio::time::{Instant, sleep};
 
 const PASSWORD: &str = "single-redis-pw";
@@ -236,12 +236,20 @@ async fn while_redis_is_down_publishes_fail_unavailable_readyz_is_503_and_everyt
         "unavailable answers counted"
     );
 
-    // A subscribe made while Redis is down waits; Redis returns within its wait.
-    let mut late = a.client("late").await;
-    let (ok, restarted) = tokio::join!(late.subscribe("later", 1), async {
-        sleep(Duration::from_secs(1)).await;
-        redis.restart().await
-    });
+    // A connection and a subscribe made while Redis is down wait (`connected` comes
+    // once the personal channel is subscribed); Redis returns within the wait.
+    let (joined, restarted) = tokio::join!(
+        async {
+            let mut late = a.client("late").await;
+            let ok = late.subscribe("later", 1).await;
+            (late, ok)
+        },
+        async {
+            sleep(Duration::from_secs(1)).await;
+            redis.restart().await
+        }
+    );
+    let (mut late, ok) = joined;
     restarted.expect("restart");
     assert_eq!(ok["op"], "ok", "{ok}");
     eventually(
@@ -280,8 +288,11 @@ async fn a_wrong_password_keeps_the_instance_unready_and_clients_are_told_to_try
     sleep(Duration::from_secs(1)).await;
     let r = a.get("/readyz").await;
     assert_eq!(r.status, 503, "{}", r.body);
-    // The session cannot be set up (its personal channel): 1013, try again later.
-    let mut c = a.client("c").await;
+    // The session cannot be set up (its personal channel): no `connected`, but
+    // 1013, try again later.
+    let mut c = Client::try_connect(&a.ws_url("?user=c"), &[])
+        .await
+        .expect("the upgrade itself is accepted");
     assert_eq!(c.expect_close(Duration::from_secs(10)).await, Some(1013));
     assert_eq!(subscriber_connections(&redis).await, 0);
 }

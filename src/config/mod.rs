@@ -241,6 +241,9 @@ pub struct Config {
     #[command(flatten)]
     pub limits: Limits,
 
+    #[command(flatten)]
+    pub front: FrontDoor,
+
     /// The namespaces' options, from the file and the flags above (built by
     /// [`Config::from_args`]).
     #[arg(skip)]
@@ -370,6 +373,57 @@ pub struct Limits {
     /// before the upgrade. 0: unlimited.
     #[arg(long, env = "SHARDCAST_MAX_CONNECTS_PER_SECOND", default_value_t = 0)]
     pub max_connects_per_second: u32,
+}
+
+/// Bounds on every stage before a client is a working WebSocket session: how long
+/// each may take and how many connections may be in them (docs/SECURITY.md).
+#[derive(Debug, Clone, clap::Args)]
+pub struct FrontDoor {
+    /// A request's headers must be complete this long after its first byte (or
+    /// after the connection was accepted); else the connection is closed.
+    #[arg(long, env = "SHARDCAST_HEADER_TIMEOUT", value_parser = duration, default_value = "10s")]
+    pub header_timeout: Duration,
+
+    /// An `/api/*` request body must be complete this long after its headers;
+    /// else 408 `timeout` and the connection is closed.
+    #[arg(long, env = "SHARDCAST_BODY_TIMEOUT", value_parser = duration, default_value = "10s")]
+    pub body_timeout: Duration,
+
+    /// After the 101, the WebSocket must be handed over (the response written)
+    /// within this; else the connection is dropped.
+    #[arg(long, env = "SHARDCAST_UPGRADE_TIMEOUT", value_parser = duration, default_value = "10s")]
+    pub upgrade_timeout: Duration,
+
+    /// An HTTP keep-alive connection with no request in progress is closed after this.
+    #[arg(long, env = "SHARDCAST_IDLE_TIMEOUT", value_parser = duration, default_value = "30s")]
+    pub idle_timeout: Duration,
+
+    /// Connections that are not (yet) WebSocket sessions — reading a request,
+    /// answering one, idle between requests, upgrading — held at most; beyond,
+    /// new connections get an immediate 503 and are closed.
+    #[arg(
+        long,
+        env = "SHARDCAST_MAX_PENDING_CONNECTIONS",
+        default_value_t = 1024
+    )]
+    pub max_pending_connections: usize,
+
+    /// Request header bytes (names and values) at most: 431 above.
+    #[arg(long, env = "SHARDCAST_MAX_HEADER_BYTES", default_value_t = 16384)]
+    pub max_header_bytes: usize,
+
+    /// Request headers at most: 431 above.
+    #[arg(long, env = "SHARDCAST_MAX_HEADERS", default_value_t = 64)]
+    pub max_headers: usize,
+
+    /// Request target (path and query) bytes at most: 414 above.
+    #[arg(long, env = "SHARDCAST_MAX_URL_BYTES", default_value_t = 4096)]
+    pub max_url_bytes: usize,
+
+    /// Nesting depth of a publication's `data` (arrays and objects) at most:
+    /// `bad_request` above.
+    #[arg(long, env = "SHARDCAST_MAX_DATA_DEPTH", default_value_t = 32)]
+    pub max_data_depth: usize,
 }
 
 impl Config {

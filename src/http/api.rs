@@ -14,7 +14,7 @@ use crate::codes::ErrorCode;
 use crate::history::MAX_PAGE;
 use crate::node::Node;
 use crate::node::sessions::Command;
-use crate::protocol::MAX_IDEMPOTENCY_KEY_BYTES;
+use crate::protocol::{check_depth, check_idempotency_key};
 
 /// A refusal, counted by code.
 fn reject(node: &Node, e: ApiError) -> Rejection {
@@ -60,17 +60,12 @@ pub async fn publish(node: Arc<Node>, body: bytes::Bytes) -> Result<Response, Re
         )
     })?;
     let channel = channel(&node, &parsed.channel)?;
-    if let Some(key) = &parsed.idempotency_key
-        && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES)
-    {
-        return Err(reject(
-            &node,
-            ApiError::new(
-                ErrorCode::BadRequest,
-                format!("`idempotency_key` must be 1-{MAX_IDEMPOTENCY_KEY_BYTES} bytes"),
-            ),
-        ));
+    if let Some(key) = &parsed.idempotency_key {
+        check_idempotency_key(key)
+            .map_err(|m| reject(&node, ApiError::new(ErrorCode::BadRequest, m)))?;
     }
+    check_depth(parsed.data.get(), node.config().front.max_data_depth)
+        .map_err(|m| reject(&node, ApiError::new(ErrorCode::BadRequest, m)))?;
     let ack = node
         .publish(
             channel,

@@ -29,6 +29,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::LengthRequired => StatusCode::LENGTH_REQUIRED,
+        ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
         ErrorCode::Unauthorized | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
         ErrorCode::NotConfigured => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::TooManyMembers => StatusCode::UNPROCESSABLE_ENTITY,

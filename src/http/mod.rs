@@ -5,6 +5,7 @@
 mod admin;
 mod api;
 mod error;
+pub mod guard;
 pub mod ws;
 
 use std::collections::HashMap;
@@ -27,6 +28,7 @@ use ws::UpgradeSlot;
 /// All routes of one instance.
 pub fn routes(
     node: Arc<Node>,
+    front: Arc<guard::FrontDoor>,
     shutdown: Shutdown,
     drain: mpsc::Sender<()>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
@@ -74,11 +76,12 @@ pub fn routes(
         .and(api_key(node.clone()))
         .and(with_node.clone())
         // The body is buffered, so its size is bounded before it is read (413 above
-        // the hard limit; between the soft and hard limit `publish` answers 413 too).
-        .and(warp::body::content_length_limit(
+        // the hard limit; between the soft and hard limit `publish` answers 413 too),
+        // and it must arrive within --body-timeout.
+        .and(guard::body(
+            front.clone(),
             node.config().hard_frame_limit() as u64,
         ))
-        .and(warp::body::bytes())
         .and_then(api::publish);
 
     let healthz = warp::path!("healthz")
@@ -161,8 +164,7 @@ pub fn routes(
         .and(warp::post())
         .and(api_key(node.clone()))
         .and(with_node)
-        .and(warp::body::content_length_limit(64 * 1024))
-        .and(warp::body::bytes())
+        .and(guard::body(front, 64 * 1024))
         .and_then(api::command);
 
     // Grouped and boxed: one flat chain of `or`s makes a type too deep to compile.

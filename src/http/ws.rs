@@ -223,8 +223,16 @@ pub fn upgrade(
     let on_upgrade = slot.and_then(|s| s.take()).ok_or_else(|| {
         ApiError::new(ErrorCode::BadRequest, "this connection cannot be upgraded")
     })?;
+    let upgrade_timeout = node.config().front.upgrade_timeout;
     tokio::spawn(async move {
-        match on_upgrade.await {
+        // hyper hands the socket over once the 101 is written. The connection task
+        // closes (and counts) a connection whose 101 is not taken in time
+        // (guard.rs); this is only the backstop for this task.
+        let upgraded = match tokio::time::timeout(upgrade_timeout, on_upgrade).await {
+            Ok(u) => u,
+            Err(_) => return,
+        };
+        match upgraded {
             Ok(upgraded) => {
                 let config = websocket_config(&node);
                 let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(

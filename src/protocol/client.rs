@@ -260,6 +260,13 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
 }
 
 fn parse_since(raw: &RawValue, bad: &impl Fn(String) -> FrameError) -> Result<Since, FrameError> {
+    // As at the top level: serde reads a struct from an array positionally,
+    // which would make `[3,"e"]` a valid `since` nobody documented.
+    if !raw.get().starts_with('{') {
+        return Err(bad(
+            "field `since` must be {\"offset\":<u64>,\"epoch\":<string>}".into(),
+        ));
+    }
     let since = serde_json::from_str::<Since>(raw.get()).map_err(|e| {
         bad(format!(
             "field `since` must be {{\"offset\":<u64>,\"epoch\":<string>}}: {e}"
@@ -423,3 +430,6 @@ mod tests {
         assert_eq!(err(r#"{"id":3}"#).id, Some(3));
     }
 }
+#[cfg(test)]
+#[path = "client_proptests.rs"]
+mod proptests;

@@ -2,6 +2,7 @@
 //! clients send; [`server`] encodes what the server sends.
 
 mod client;
+mod depth;
 mod server;
 
 pub use crate::codes::ErrorCode;
@@ -9,4 +10,5 @@ pub use client::{
     ClientFrame, FrameError, MAX_HISTORY_LIMIT, MAX_IDEMPOTENCY_KEY_BYTES, MAX_TOKEN_BYTES,
     Request, Since, check_epoch, check_idempotency_key, parse_client_frame,
 };
+pub use depth::check_depth;
 pub use server::{ServerFrame, answer, message_frame};

@@ -12,7 +12,7 @@ use tokio_tungstenite::WebSocketStream;
 use tungstenite::Message;
 
 use super::closer::{CloseReason, Closer, Liveness};
-use super::{Authenticated, is_too_big};
+use super::{Authenticated, read_error_close};
 use crate::codes::{CloseCode, ErrorCode};
 use crate::node::Node;
 use crate::outbox::Outbox;
@@ -40,6 +40,7 @@ pub async fn await_connect<S: AsyncRead + AsyncWrite + Unpin>(
             m = stream.next() => m,
             _ = &mut deadline => {
                 metrics.auth_failure(crate::metrics::AuthFailure::ConnectTimeout);
+                metrics.timeout(crate::metrics::Stage::Connect);
                 closer.close(CloseCode::ConnectTimeout);
                 return None;
             }
@@ -51,10 +52,9 @@ pub async fn await_connect<S: AsyncRead + AsyncWrite + Unpin>(
                 return None;
             }
             Some(Err(e)) => {
-                if is_too_big(&e) {
-                    closer.close(CloseCode::MessageTooBig);
-                } else {
-                    closer.gone("read error");
+                match read_error_close(&e) {
+                    Some(code) => closer.close(code),
+                    None => closer.gone("read error"),
                 }
                 return None;
             }

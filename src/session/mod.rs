@@ -129,18 +129,18 @@ pub async fn serve<S>(
         } else {
             let inbox = node.register_session(&user, id);
             let config = node.config();
-            outbox.push(
-                ServerFrame::Connected {
-                    id: connect_id,
-                    client: &auth.identity.client,
-                    user: &user,
-                    expires_in: auth.expires_at.map(|at| at.saturating_sub(now_secs())),
-                    ping_interval: config.ping_interval.as_secs(),
-                    pong_timeout: config.pong_timeout.as_secs(),
-                }
-                .to_bytes(),
-                &metrics,
-            );
+            // Sent once the personal channel is live (in `setup`): a client that
+            // sees `connected` has a working connection, not one about to be
+            // closed with 1013.
+            let connected = ServerFrame::Connected {
+                id: connect_id,
+                client: &auth.identity.client,
+                user: &user,
+                expires_in: auth.expires_at.map(|at| at.saturating_sub(now_secs())),
+                ping_interval: config.ping_interval.as_secs(),
+                pong_timeout: config.pong_timeout.as_secs(),
+            }
+            .to_bytes();
             let limits = &config.limits;
             let mut session = Session {
                 id,
@@ -156,7 +156,7 @@ pub async fn serve<S>(
                 request_bucket: Bucket::new(limits.subscribe_rate),
                 inbox,
             };
-            if Box::pin(session.setup(auth.channels)).await {
+            if Box::pin(session.setup(connected, auth.channels)).await {
                 session
                     .read_loop(&mut stream, close_rx, shutdown, &liveness)
                     .await;
@@ -176,9 +176,10 @@ pub async fn serve<S>(
 }
 
 impl Session {
-    /// The personal channel and the token's server-side subscriptions; false when
-    /// the connection could not be set up (closed with 1013).
-    async fn setup(&mut self, channels: Vec<Channel>) -> bool {
+    /// The personal channel, then `connected`, then the token's server-side
+    /// subscriptions; false when the connection could not be set up (closed with
+    /// 1013, and no `connected` sent).
+    async fn setup(&mut self, connected: bytes::Bytes, channels: Vec<Channel>) -> bool {
         if let Some(personal) = self.personal.clone()
             && let Err(e) = self
                 .node
@@ -196,6 +197,7 @@ impl Session {
             self.closer.close(CloseCode::TryAgainLater);
             return false;
         }
+        self.outbox.push(connected, self.node.metrics());
         for channel in channels {
             if self.channels.contains_key(&channel) || Some(&channel) == self.personal.as_ref() {
                 continue;
@@ -226,6 +228,22 @@ impl Session {
     }
 }
 
-fn is_too_big(e: &tungstenite::Error) -> bool {
-    matches!(e, tungstenite::Error::Capacity(_))
+/// The close code a read error deserves, or `None` when the peer is simply gone
+/// (reset, EOF, I/O error) and there is nobody to tell.
+///
+/// tungstenite reports a broken frame as an error and leaves answering to us;
+/// RFC 6455 wants the connection failed with 1002 / 1007 / 1009, so a client
+/// library can tell its own bug from a server going away.
+fn read_error_close(e: &tungstenite::Error) -> Option<CloseCode> {
+    match e {
+        tungstenite::Error::Capacity(_) => Some(CloseCode::MessageTooBig),
+        tungstenite::Error::Utf8(_) => Some(CloseCode::InvalidPayload),
+        tungstenite::Error::Protocol(p) => match p {
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake
+            | tungstenite::error::ProtocolError::ReceivedAfterClosing
+            | tungstenite::error::ProtocolError::SendAfterClosing => None,
+            _ => Some(CloseCode::ProtocolError),
+        },
+        _ => None,
+    }
 }

@@ -17,7 +17,7 @@ use tokio_tungstenite::WebSocketStream;
 use tungstenite::Message;
 
 use super::closer::{CloseReason, Closer, Liveness};
-use super::{is_too_big, publish, refusal};
+use super::{publish, read_error_close, refusal};
 use crate::auth::token::{now_secs, until};
 use crate::channel::Channel;
 use crate::codes::{CloseCode, ErrorCode};
@@ -88,12 +88,15 @@ impl Session {
                         return;
                     }
                     Some(Err(e)) => {
-                        if is_too_big(&e) {
-                            self.node.metrics().error(ErrorCode::TooLarge);
-                            self.closer.close(CloseCode::MessageTooBig);
-                        } else {
-                            tracing::debug!(error = %e, "websocket read error");
-                            self.closer.gone("read error");
+                        tracing::debug!(error = %e, "websocket read error");
+                        match read_error_close(&e) {
+                            Some(code) => {
+                                if code == CloseCode::MessageTooBig {
+                                    self.node.metrics().error(ErrorCode::TooLarge);
+                                }
+                                self.closer.close(code);
+                            }
+                            None => self.closer.gone("read error"),
                         }
                         return;
                     }
@@ -500,6 +503,8 @@ impl Session {
                 idempotency_key,
             } => {
                 self.within_rate(true, id)?;
+                crate::protocol::check_depth(data.get(), self.node.config().front.max_data_depth)
+                    .map_err(|m| FrameError::new(id, ErrorCode::BadRequest, m))?;
                 let subscribed = self.channels.contains_key(&channel)
                     || Some(&channel) == self.personal.as_ref();
                 policy::may_publish(

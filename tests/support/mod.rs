@@ -190,6 +190,15 @@ impl SilentClient {
         SilentClient { stream, buf }
     }
 
+    /// Writes raw bytes (a frame, a malformed one, half of one) to the socket.
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream
+            .write_all(bytes)
+            .await
+            .expect("write to the socket");
+    }
+
     /// Reads every frame the server sent; returns the opcodes seen and the close code.
     pub async fn read_until_close(&mut self, wait: Duration) -> (Vec<u8>, Option<u16>) {
         use tokio::io::AsyncReadExt;

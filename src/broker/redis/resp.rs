@@ -190,3 +190,6 @@ mod tests {
         assert_eq!(partial.len(), 7, "nothing consumed from a partial frame");
     }
 }
+#[cfg(test)]
+#[path = "resp_proptests.rs"]
+mod proptests;
