@@ -1,6 +1,9 @@
 //! A WebSocket client for shardcast's protocol, for tests: every method waits with
 //! a deadline ([`PATIENCE`]) and panics with what it got instead, so a test fails
 //! with the reason rather than hanging.
+//!
+//! Frames are `serde_json::Value`s, so a test reads fields the way shardcast's
+//! protocol documents them (`frame["op"]`, `frame["data"]`, `frame["offset"]`).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -13,18 +16,28 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
-/// How long a client waits for something that should happen promptly.
+/// How long a client waits for something that should happen promptly (the
+/// WebSocket handshake, the `connected` frame, a request's answer, the next frame
+/// in [`Client::recv`]) before it panics: 10 s, long enough for a loaded CI
+/// machine, short enough for a test to fail rather than hang.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
-/// What arrived.
+/// What arrived, from [`Client::next_event`].
 #[derive(Debug)]
 pub enum Received {
+    /// A text frame, parsed as JSON.
     Frame(Value),
     /// The connection closed, with the close code if there was a close frame.
     Closed(Option<u16>),
 }
 
+/// One WebSocket connection to a shardcast instance, speaking its JSON protocol.
+/// Get one from [`Shardcast::client`](crate::Shardcast::client) or the
+/// constructors here; every wait is bounded by [`PATIENCE`] or the given duration,
+/// and a method that cannot do what it says panics with what it got instead.
 pub struct Client {
+    /// The underlying stream, for tests that need raw frames or to drop the TCP
+    /// connection (frames already buffered by [`Client::request`] are not in it).
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     /// Frames read while looking for something else (e.g. a request's answer).
     pending: VecDeque<Value>,
@@ -35,6 +48,8 @@ pub struct Client {
 impl Client {
     /// Connects to `url` (`ws://host:port/ws?...`), authenticated by the URL
     /// (`?user=` with `--insecure`, or `?token=`), and waits for `connected`.
+    /// Panics if the connection is refused or the first frame is not `connected`
+    /// within [`PATIENCE`]; use [`Client::try_connect`] to test a refusal.
     pub async fn connect(url: &str) -> Client {
         Client::connect_request(url, &[]).await
     }
@@ -116,6 +131,8 @@ impl Client {
         })
     }
 
+    /// Sends `v` as a text frame, without waiting for an answer (see
+    /// [`Client::request`] for that). Panics if the connection is gone.
     pub async fn send(&mut self, v: Value) {
         self.ws
             .send(Message::text(v.to_string()))
@@ -123,12 +140,16 @@ impl Client {
             .expect("send frame");
     }
 
+    /// Sends any WebSocket message (binary, ping, close, invalid JSON text) as
+    /// is: for tests of how the server treats what a well-behaved client never
+    /// sends. Panics if the connection is gone.
     pub async fn send_raw(&mut self, m: Message) {
         self.ws.send(m).await.expect("send raw frame");
     }
 
     /// The next text frame or the close, skipping pings and pongs; `None` if nothing
-    /// arrived within `wait`.
+    /// arrived within `wait`. The building block that does not panic on a close or a
+    /// timeout (it does panic on a text frame that is not JSON).
     pub async fn next_event(&mut self, wait: Duration) -> Option<Received> {
         if let Some(v) = self.pending.pop_front() {
             return Some(Received::Frame(v));
@@ -153,7 +174,7 @@ impl Client {
         }
     }
 
-    /// The next text frame; panics on close or timeout.
+    /// The next text frame; panics on close or after [`PATIENCE`].
     pub async fn recv(&mut self) -> Value {
         match self.next_event(PATIENCE).await {
             Some(Received::Frame(v)) => v,
@@ -161,14 +182,17 @@ impl Client {
         }
     }
 
-    /// Asserts nothing arrives within `wait`.
+    /// Asserts nothing arrives within `wait` (no frame, no close): e.g. that an
+    /// unsubscribed channel delivers nothing, or that nothing was delivered twice.
     pub async fn expect_silence(&mut self, wait: Duration) {
         if let Some(e) = self.next_event(wait).await {
             panic!("expected silence, got {e:?}");
         }
     }
 
-    /// Reads until the connection closes; returns the close code.
+    /// Reads until the connection closes, dropping frames; returns the close code
+    /// (`None` for a close without a frame or a dropped connection). Panics if it
+    /// is still open after `wait`.
     pub async fn expect_close(&mut self, wait: Duration) -> Option<u16> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -182,7 +206,9 @@ impl Client {
     }
 
     /// Sends a request with `id` and returns the answer with that id; frames read
-    /// meanwhile are kept for later reads.
+    /// meanwhile (messages, other answers) are kept for later reads. The answer is
+    /// returned whatever it is (`ok` or `error`): check `answer["op"]`. Panics if no
+    /// answer arrives within [`PATIENCE`] of each frame.
     pub async fn request(&mut self, mut v: Value, id: u64) -> Value {
         v["id"] = json!(id);
         self.send(v).await;
@@ -217,6 +243,9 @@ impl Client {
         }
     }
 
+    /// Publishes `data` on `channel` from this connection (the instance must allow
+    /// client publishes, e.g. `--client-publish authenticated`); returns the answer,
+    /// `ok` (with the offset on a history channel) or `error` with its code.
     pub async fn publish(&mut self, channel: &str, data: Value, id: u64) -> Value {
         self.request(json!({"op":"publish","channel":channel,"data":data}), id)
             .await
@@ -233,7 +262,8 @@ impl Client {
         }
     }
 
-    /// The next `message` frame (other frames are dropped).
+    /// The next `message` frame (other frames are dropped); panics on close or if
+    /// no frame arrives within [`PATIENCE`].
     pub async fn next_message(&mut self) -> Value {
         loop {
             let f = self.recv().await;

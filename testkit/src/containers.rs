@@ -8,6 +8,24 @@
 //! real Redis process. A consequence: a network partition of one node cannot be
 //! made with the container network, so `partition` is not offered (pause a node
 //! to make it unresponsive instead).
+//!
+//! # Settled, timeouts and errors
+//!
+//! "Settled" is what [`RedisCluster::wait_settled`] checks, on every live node:
+//! `CLUSTER INFO` says `cluster_state:ok`; every node's `CLUSTER NODES` lists the
+//! same nodes with the same roles, masters and slot ranges (killed and removed
+//! nodes aside); no node is flagged `fail`, `fail?`, `handshake` or `noaddr`, or
+//! lacks a link; no slot is open (migrating or importing); all 16384 slots are
+//! served by healthy primaries; and every replica's link to its primary is up.
+//!
+//! Each wait inside an operation is bounded by [`admin::SETTLE`] (60 s) and each
+//! Redis command by 5 s (2 s to connect); starting a container is bounded by 60 s.
+//! A wait that runs out fails with [`ClusterError::Admin`] holding an
+//! [`AdminError::Timeout`], whose message names what was awaited and the last
+//! reason it was not there yet, e.g. `timed out after 60s waiting for the cluster
+//! to settle: 127.0.0.1:14001 sees 127.0.0.1:14003 as master,fail?`. Docker
+//! failures are [`ClusterError::Container`]; misuse (an unknown or dead port, a
+//! replica where a primary is needed) is [`ClusterError::Usage`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -19,30 +37,53 @@ use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 use crate::admin::{self, AdminError, view::Expect, view::View};
 use crate::ports::free_cluster_ports;
 
-/// The image used when none is given: `SHARDCAST_TEST_REDIS_IMAGE`, else the
-/// public `redis:7.0`.
+/// The image used when [`RedisClusterBuilder::image`] is not called:
+/// `SHARDCAST_TEST_REDIS_IMAGE` when set, else the public `redis:7.0` (pulled by
+/// Docker if it is not present locally). Any image whose entrypoint runs the
+/// `redis-server ...` command it is given works (the official image does;
+/// shardcast's `cluster/images.sh` builds an offline stand-in tagged `redis:7.0`).
 pub fn default_image() -> String {
     std::env::var("SHARDCAST_TEST_REDIS_IMAGE").unwrap_or_else(|_| "redis:7.0".into())
 }
 
+/// Why a [`RedisCluster`] operation failed. Every variant's message says what
+/// went wrong in words a test failure can show as is (`unwrap_or_else(|e|
+/// panic!("{e}"))`).
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
+    /// Docker could not start, pause, unpause or stop a container: the daemon is
+    /// not running or does not answer within the startup timeout (60 s), or the
+    /// image is neither present locally nor pullable. Returned instead of hanging.
     #[error(
         "cannot start a Redis container from {image} (is Docker running, and is the image present or pullable?): {reason}"
     )]
-    Container { image: String, reason: String },
+    Container {
+        /// The image the cluster was built with (`name:tag`).
+        image: String,
+        /// What Docker (or testcontainers) said, or `no answer from Docker within 60s`.
+        reason: String,
+    },
+    /// A cluster command failed or a wait timed out (see [`AdminError`]); a
+    /// timeout names what was awaited and the last reason it was not there yet.
     #[error(transparent)]
     Admin(#[from] AdminError),
+    /// The call cannot be carried out as asked: fewer than 3 primaries, no live
+    /// node on that port, a replica where a primary is needed, the last shard.
     #[error("{0}")]
     Usage(String),
 }
 
 type Result<T> = std::result::Result<T, ClusterError>;
 
-/// What to kill: the primary serving a slot, or a channel's (or key's) slot.
+/// Which slot an operation is about: a slot number, or the slot of a channel (or
+/// key) name. Operations taking `impl Into<Target>` accept a `u16`, a `&str` or a
+/// `&String`, so `cluster.owner_of("orders:42")` and `cluster.owner_of(1234)` both
+/// work.
 #[derive(Debug, Clone)]
 pub enum Target {
+    /// A hash slot, `0..16384`.
     Slot(u16),
+    /// A channel or key name; its slot is [`key_slot`] of it (hash tags honoured).
     Channel(String),
 }
 
@@ -64,7 +105,9 @@ impl From<&String> for Target {
     }
 }
 
-/// The hash slot of a key or channel (CRC16 of its hash tag, mod 16384).
+/// The hash slot of a key or channel (CRC16 of its hash tag, mod 16384), as
+/// Redis computes it: `{user1}.a` and `{user1}.b` share a slot. Use it to pick
+/// channels that live on the same shard, or to tell which primary a fault hits.
 pub fn key_slot(key: &str) -> u16 {
     let k = key.as_bytes();
     let tagged = k.iter().position(|&b| b == b'{').and_then(|open| {
@@ -89,7 +132,9 @@ fn crc16_xmodem(data: &[u8]) -> u16 {
     crc
 }
 
-/// Builder for [`RedisCluster`].
+/// Builder for [`RedisCluster`], from [`RedisCluster::builder`]: the shape of the
+/// cluster, its failure-detection timeout and the image; [`start`](Self::start)
+/// runs it.
 #[derive(Debug, Clone)]
 pub struct RedisClusterBuilder {
     primaries: usize,
@@ -100,11 +145,17 @@ pub struct RedisClusterBuilder {
 }
 
 impl RedisClusterBuilder {
+    /// Number of primaries (shards) the slots are split over, evenly. Default 3,
+    /// the minimum: fewer cannot elect a replacement for a dead primary, and
+    /// [`start`](Self::start) refuses them with [`ClusterError::Usage`].
     pub fn primaries(mut self, n: usize) -> Self {
         self.primaries = n;
         self
     }
 
+    /// Replicas each primary gets (also those of shards added later by
+    /// [`RedisCluster::add_shard`]). Default 1. With 0, no failover is possible:
+    /// [`RedisCluster::kill_primary_of`] then fails after 60 s.
     pub fn replicas_per_primary(mut self, n: usize) -> Self {
         self.replicas = n;
         self
@@ -124,8 +175,20 @@ impl RedisClusterBuilder {
         self
     }
 
-    /// Starts the containers and forms the cluster; returns once every node agrees
-    /// on the slot map and every replica has synced.
+    /// Starts `primaries × (1 + replicas)` containers, one at a time, and forms the
+    /// cluster: the primaries share the slots evenly and each replica follows its
+    /// primary.
+    ///
+    /// Settled on return: every node knows every other, `CLUSTER NODES` agrees on
+    /// every node, the cluster has exactly the requested primaries, each with the
+    /// requested replicas, and every replica has synced (so it can take over at
+    /// once).
+    ///
+    /// Errors: [`ClusterError::Usage`] for fewer than 3 primaries;
+    /// [`ClusterError::Container`] when Docker does not run, does not answer within
+    /// 60 s, or the image is missing and cannot be pulled; [`ClusterError::Admin`]
+    /// when forming the cluster fails or a wait exceeds 60 s. Containers started
+    /// before an error are removed.
     pub async fn start(self) -> Result<RedisCluster> {
         if self.primaries < 3 {
             return Err(ClusterError::Usage(
@@ -154,32 +217,47 @@ impl RedisClusterBuilder {
     }
 }
 
-/// One Redis node in a container.
+/// One Redis node in a container (an entry of [`RedisCluster::nodes`]), alive or
+/// killed.
 pub struct RedisNode {
+    /// The node's port on 127.0.0.1 (its cluster bus is on `port + 10000`).
     pub port: u16,
     container: Option<ContainerAsync<GenericImage>>,
 }
 
 impl RedisNode {
+    /// `127.0.0.1:<port>`, the address the cluster announces for this node.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Whether the container still runs (false once killed or removed; a paused
+    /// node counts as alive).
     pub fn is_alive(&self) -> bool {
         self.container.is_some()
     }
 }
 
-/// A running Redis Cluster. Dropping it removes the containers.
+/// A running Redis Cluster in Docker containers, from [`RedisCluster::builder`].
+/// Dropping it removes the containers (set `TESTCONTAINERS_COMMAND=keep` to keep
+/// them for a post-mortem).
+///
+/// Operations that change the cluster return once it has settled again (see
+/// [the module docs](self) for what that means and the timeouts).
 pub struct RedisCluster {
+    /// Every node started, in order (primaries first, then replicas, then the
+    /// nodes of added shards), killed ones included (see [`RedisNode::is_alive`]).
+    /// Roles change with failovers: ask [`primaries`](Self::primaries) and
+    /// [`replicas_of`](Self::replicas_of) for the current ones.
     pub nodes: Vec<RedisNode>,
     dead: BTreeSet<String>,
     config: RedisClusterBuilder,
 }
 
 impl RedisCluster {
-    /// 3 primaries with 1 replica each, the image from `SHARDCAST_TEST_REDIS_IMAGE`
-    /// or `redis:7.0`.
+    /// A builder with the defaults: 3 primaries with 1 replica each, a 2 s node
+    /// timeout, and the image from `SHARDCAST_TEST_REDIS_IMAGE` or else `redis:7.0`
+    /// (see [`default_image`]).
     pub fn builder() -> RedisClusterBuilder {
         RedisClusterBuilder {
             primaries: 3,
@@ -260,7 +338,9 @@ impl RedisCluster {
         })
     }
 
-    /// `redis://127.0.0.1:P,...` of up to three live nodes: seeds for a client.
+    /// `redis://127.0.0.1:P,...` of up to three live nodes: the seed list to give
+    /// the application under test (shardcast's `--redis-nodes`, a cluster
+    /// client's initial nodes). Any node leads a cluster client to all the others.
     pub fn seeds(&self) -> String {
         self.live_addrs()
             .iter()
@@ -270,6 +350,8 @@ impl RedisCluster {
             .join(",")
     }
 
+    /// `127.0.0.1:<port>` of every node not killed or removed (paused ones
+    /// included), in start order.
     pub fn live_addrs(&self) -> Vec<String> {
         self.nodes
             .iter()
@@ -278,6 +360,8 @@ impl RedisCluster {
             .collect()
     }
 
+    /// Ports of every node not killed or removed (paused ones included), in start
+    /// order.
     pub fn live_ports(&self) -> Vec<u16> {
         self.nodes
             .iter()
@@ -307,8 +391,17 @@ impl RedisCluster {
         }
     }
 
-    /// Waits until every live node agrees on the slot map (no open slot, every slot
-    /// served by a live primary, replicas synced).
+    /// Waits until the live nodes agree: the same view everywhere, no open slot,
+    /// every slot served by a healthy primary, no node flagged failing, replicas
+    /// synced (the full list is in [the module docs](self)). Polls every 200 ms.
+    ///
+    /// Call it after [`kill`](Self::kill), or after [`unpause`](Self::unpause)
+    /// (not while a node is paused: a paused node is still counted and cannot
+    /// answer, so the wait would time out), or in a test's own assertions. The
+    /// operations that change the cluster already end with it.
+    ///
+    /// Returns the first live node's view. Errors: [`ClusterError::Admin`] with a
+    /// timeout after 60 s, naming the last disagreement seen.
     pub async fn wait_settled(&self) -> Result<View> {
         Ok(
             admin::wait_settled(&self.live_addrs(), &self.expect(), "the cluster to settle")
@@ -316,12 +409,15 @@ impl RedisCluster {
         )
     }
 
-    /// The current view of the first live node.
+    /// `CLUSTER NODES` of the first live node, parsed: for assertions on roles,
+    /// flags and slot ranges ([`View::owners`], [`View::primaries`], ...). Not
+    /// waited on: it may show a cluster still in motion.
     pub async fn view(&self) -> Result<View> {
         Ok(admin::view(&self.seed()?).await?)
     }
 
-    /// Ports of the primaries serving slots, ascending.
+    /// Ports of the healthy primaries serving slots, ascending, as the first live
+    /// node sees them now: after a failover, the promoted replica is among them.
     pub async fn primaries(&self) -> Result<Vec<u16>> {
         let mut v: Vec<u16> = self
             .view()
@@ -334,7 +430,9 @@ impl RedisCluster {
         Ok(v)
     }
 
-    /// Ports of the live replicas of the primary at `port`.
+    /// Ports of the healthy replicas of the node at `port` (a primary), as the
+    /// first live node sees them: the candidates a [`failover`](Self::failover)
+    /// can promote. [`ClusterError::Usage`] if no node listens on `port`.
     pub async fn replicas_of(&self, port: u16) -> Result<Vec<u16>> {
         let v = self.view().await?;
         let id = v
@@ -346,7 +444,9 @@ impl RedisCluster {
         Ok(v.replicas_of(&id).iter().map(|l| l.port).collect())
     }
 
-    /// The port of the primary serving `target` now.
+    /// The port of the primary serving `target` (a slot, or a channel's slot) now,
+    /// as the first live node sees it. [`ClusterError::Usage`] if no healthy
+    /// primary serves that slot at the moment.
     pub async fn owner_of(&self, target: impl Into<Target>) -> Result<u16> {
         let slot = match target.into() {
             Target::Slot(s) => s,
@@ -366,10 +466,19 @@ impl RedisCluster {
             .unwrap_or(0)
     }
 
-    /// Channels named `prefix:0`, `prefix:1`, ... whose slots the primary at `port` serves.
+    /// The first `n` channel names `prefix:0`, `prefix:1`, ... whose slots the
+    /// primary at `port` serves now: traffic that a fault on that primary hits
+    /// (or, on another primary, traffic that it must leave alone). Pass the port
+    /// of a primary that serves slots: for any other port it is
+    /// [`ClusterError::Usage`].
     pub async fn channels_on(&self, port: u16, prefix: &str, n: usize) -> Result<Vec<String>> {
         let owners = self.view().await?.owners();
         let me = format!("127.0.0.1:{port}");
+        if n > 0 && !owners.values().any(|o| *o == me) {
+            return Err(ClusterError::Usage(format!(
+                "{me} serves no slots: no channel lives there"
+            )));
+        }
         Ok((0..)
             .map(|i| format!("{prefix}:{i}"))
             .filter(|c| owners.get(&key_slot(c)) == Some(&me))
@@ -377,7 +486,18 @@ impl RedisCluster {
             .collect())
     }
 
-    /// SIGKILLs the node's container. Does not wait for anything.
+    /// SIGKILLs the node's container (a crash: no shutdown, no goodbye to the
+    /// other nodes) and removes it; the node counts as dead from then on, and its
+    /// lines are ignored by [`wait_settled`](Self::wait_settled).
+    ///
+    /// Settled on return: nothing; it does not wait for the cluster to notice.
+    /// Call [`wait_settled`](Self::wait_settled) to wait for the failure to be
+    /// detected (after the node timeout) and, for a primary, for a replica to take
+    /// over; or use [`kill_primary_of`](Self::kill_primary_of), which does both.
+    /// Killing a node already dead is a no-op.
+    ///
+    /// Errors: [`ClusterError::Usage`] if no node was started on `port`;
+    /// [`ClusterError::Container`] if Docker fails to stop it.
     pub async fn kill(&mut self, port: u16) -> Result<()> {
         let addr = format!("127.0.0.1:{port}");
         let node = self
@@ -398,8 +518,22 @@ impl RedisCluster {
         Ok(())
     }
 
-    /// Kills the primary serving `target` and returns once a replica took over
-    /// everywhere and the live nodes agree. Returns the killed port.
+    /// SIGKILLs the primary serving `target` (a slot, or a channel's slot) and
+    /// waits for the cluster to replace it: the fault most worth testing, since
+    /// everything the application had on that shard must move to the promoted
+    /// replica. Returns the killed port.
+    ///
+    /// Settled on return: every live node sees all 16384 slots served and none by
+    /// the killed node (a replica was promoted and every node knows it), and then
+    /// the cluster is settled as [`wait_settled`](Self::wait_settled) means it.
+    /// Expect this to take about the node timeout (2 s by default) plus the
+    /// election, a few seconds in all. Your application may still be reconnecting:
+    /// wait for that in the test.
+    ///
+    /// Errors: [`ClusterError::Usage`] if no primary serves the slot;
+    /// [`ClusterError::Admin`] with a timeout if no replica took over within 60 s
+    /// (e.g. `replicas_per_primary(0)`) or the cluster did not settle within 60 s
+    /// more.
     pub async fn kill_primary_of(&mut self, target: impl Into<Target>) -> Result<u16> {
         let port = self.owner_of(target).await?;
         self.kill(port).await?;
@@ -408,7 +542,19 @@ impl RedisCluster {
         Ok(port)
     }
 
-    /// `docker pause`: the node stops answering (its sockets stay open).
+    /// `docker pause`: the node's process is frozen, its sockets stay open and
+    /// nothing answers. That is how a partitioned or stalled node looks from the
+    /// other side (clients time out instead of being refused).
+    ///
+    /// Settled on return: nothing; the pause is in effect. Paused for less than
+    /// the node timeout, the cluster carries on as is; for longer, the other
+    /// nodes flag it failing and, for a primary, promote one of its replicas.
+    /// [`wait_settled`](Self::wait_settled) cannot succeed while a node is paused
+    /// (it is still counted and does not answer): [`unpause`](Self::unpause)
+    /// first.
+    ///
+    /// Errors: [`ClusterError::Usage`] if no live node is on `port`;
+    /// [`ClusterError::Container`] if Docker refuses (e.g. already paused).
     pub async fn pause(&self, port: u16) -> Result<()> {
         let c = self.container(port)?;
         c.pause()
@@ -416,6 +562,14 @@ impl RedisCluster {
             .map_err(|e| self.docker(format!("pause: {e}")))
     }
 
+    /// `docker unpause`: the node paused by [`pause`](Self::pause) runs again. A
+    /// primary that was replaced meanwhile rejoins as a replica of its successor.
+    ///
+    /// Settled on return: nothing; call [`wait_settled`](Self::wait_settled) to
+    /// wait until the node is back in agreement (and synced, if now a replica).
+    ///
+    /// Errors: [`ClusterError::Usage`] if no live node is on `port`;
+    /// [`ClusterError::Container`] if Docker refuses (e.g. not paused).
     pub async fn unpause(&self, port: u16) -> Result<()> {
         let c = self.container(port)?;
         c.unpause()
@@ -438,7 +592,16 @@ impl RedisCluster {
     }
 
     /// Graceful failover: the replica at `replica` takes over from its primary
-    /// (`CLUSTER FAILOVER`); returns once every node sees it serving slots.
+    /// with no data loss (`CLUSTER FAILOVER`, the way an operator moves a primary
+    /// for maintenance); its old primary becomes its replica.
+    ///
+    /// Settled on return: every live node sees `replica` as a primary serving
+    /// slots, and then the cluster is settled as
+    /// [`wait_settled`](Self::wait_settled) means it.
+    ///
+    /// Errors: [`ClusterError::Usage`] if no live node is on `replica`;
+    /// [`ClusterError::Admin`] if the node refuses (it is not a replica) or either
+    /// wait exceeds 60 s.
     pub async fn failover(&self, replica: u16) -> Result<()> {
         let addr = self.node(replica)?.addr();
         admin::failover(&self.live_addrs(), &addr).await?;
@@ -446,15 +609,36 @@ impl RedisCluster {
         Ok(())
     }
 
-    /// Moves `slot` with its keys to the primary at `to`; returns once settled.
+    /// Moves `slot` with its keys to the primary at `to`, the way `redis-cli
+    /// --cluster reshard` does (IMPORTING / MIGRATING, `MIGRATE` in batches of
+    /// 100 keys, `SETSLOT NODE`): clients see `ASK` and then `MOVED` redirects, and
+    /// sharded pub/sub subscribers of the slot's channels are unsubscribed by
+    /// Redis. A no-op if `to` already owns it. Use
+    /// [`key_slot`] or [`owner_of`](Self::owner_of) to pick the slot.
+    ///
+    /// Settled on return: the slot and its keys are on `to` and the cluster is
+    /// settled as [`wait_settled`](Self::wait_settled) means it (no open slot).
+    ///
+    /// Errors: [`ClusterError::Usage`] if no live node is on `to`;
+    /// [`ClusterError::Admin`] if `to` is not a primary, a command fails (5 s
+    /// each) or the cluster does not settle within 60 s.
     pub async fn migrate_slot(&self, slot: u16, to: u16) -> Result<()> {
         admin::move_slot(&self.seed()?, slot, &self.node(to)?.addr()).await?;
         self.wait_settled().await?;
         Ok(())
     }
 
-    /// Adds a primary with the builder's number of replicas and rebalances slots
-    /// onto it; returns the new primary's port once settled.
+    /// Scale out: starts a new primary with the builder's number of replicas, joins
+    /// them to the cluster and moves an even share of the slots (with their keys)
+    /// onto the new primary, one slot at a time. Returns the new primary's port.
+    ///
+    /// Settled on return: the new nodes are known everywhere and synced, every
+    /// primary holds `16384 / primaries` slots (±1), and the cluster is settled as
+    /// [`wait_settled`](Self::wait_settled) means it. Moving thousands of slots
+    /// takes a while (tens of seconds on a small machine).
+    ///
+    /// Errors: [`ClusterError::Container`] if a container cannot start;
+    /// [`ClusterError::Admin`] if a command fails or a wait exceeds 60 s.
     pub async fn add_shard(&mut self) -> Result<u16> {
         let seed = self.seed()?;
         let primary = self.start_node().await?;
@@ -478,8 +662,17 @@ impl RedisCluster {
         Ok(port)
     }
 
-    /// Moves every slot away from the primary at `port`, then removes it and its
-    /// replicas from the cluster and stops them; returns once settled.
+    /// Scale in: moves every slot (with its keys) away from the primary at `port`,
+    /// spread evenly over the other primaries, then has every other node `CLUSTER
+    /// FORGET` it and its replicas, and kills their containers.
+    ///
+    /// Settled on return: the remaining nodes no longer list the shard's nodes and
+    /// are settled as [`wait_settled`](Self::wait_settled) means it.
+    ///
+    /// Errors: [`ClusterError::Usage`] if no live node is on `port`, it is not a
+    /// primary (unlike the CLI's `remove-shard`, a replica's port is refused), or it
+    /// is the last shard; [`ClusterError::Admin`] if a command fails or a wait
+    /// exceeds 60 s.
     pub async fn remove_shard(&mut self, port: u16) -> Result<()> {
         let addr = self.node(port)?.addr();
         let v = self.view().await?;
@@ -514,7 +707,14 @@ impl RedisCluster {
         Ok(())
     }
 
-    /// `PUBSUB SHARDNUMSUB` for `channels` on the node at `port`.
+    /// `PUBSUB SHARDNUMSUB` for `channels` on the node at `port`: how many sharded
+    /// pub/sub subscriptions that node holds per channel. With one subscriber
+    /// connection per application instance, this tells whether the application
+    /// (re)subscribed on the right node after a fault. Channels the node does not
+    /// report are absent from the map.
+    ///
+    /// Errors: [`ClusterError::Usage`] if no live node is on `port`;
+    /// [`ClusterError::Admin`] if the command fails.
     pub async fn shard_numsub(
         &self,
         port: u16,
@@ -535,7 +735,12 @@ impl RedisCluster {
             .collect())
     }
 
-    /// Client connections per client name starting with `prefix` on the node at `port`.
+    /// Client connections on the node at `port` per client name (`CLIENT
+    /// SETNAME`) starting with `prefix`, from `CLIENT LIST`: for checking that an
+    /// application holds the connections it should (and leaks none) on a node.
+    ///
+    /// Errors: [`ClusterError::Usage`] if no live node is on `port`;
+    /// [`ClusterError::Admin`] if the command fails.
     pub async fn clients_named(&self, port: u16, prefix: &str) -> Result<HashMap<String, usize>> {
         let list: String =
             admin::query(&self.node(port)?.addr(), redis::cmd("CLIENT").arg("LIST")).await?;

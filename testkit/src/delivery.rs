@@ -6,6 +6,29 @@
 //! Every publication's `data` is `{"p":<publisher>,"n":<seq>}`. A delivery that is
 //! not of that shape counts as malformed; on history channels a delivery without an
 //! offset is counted too, so a check cannot pass by not looking.
+//!
+//! ```no_run
+//! # async fn demo(a: &shardcast_testkit::Shardcast, b: &shardcast_testkit::Shardcast,
+//! #               cluster: &mut shardcast_testkit::RedisCluster) {
+//! use std::time::Duration;
+//! use shardcast_testkit::Load;
+//!
+//! // `a` and `b` run with `--insecure --client-publish authenticated` and
+//! // `--history orders:100000:600s`: history channels are the ones shardcast
+//! // promises to deliver without loss through a failover.
+//! let channels: Vec<String> = (0..4).map(|i| format!("orders:{i}")).collect();
+//! let mut load = Load::new();
+//! load.subscriber(&a.ws_url("?user=s"), "s", &channels).await;
+//! load.publisher(&b.ws_url("?user=p"), "p", channels.clone(), Duration::from_millis(5))
+//!     .await;
+//! tokio::time::sleep(Duration::from_secs(1)).await;
+//! let fault = tokio::time::Instant::now();
+//! cluster.kill_primary_of(&channels[0]).await.expect("failover");
+//! tokio::time::sleep(Duration::from_secs(2)).await;
+//! let o = load.finish().await.outcome(|_| true, Some(fault));
+//! assert_eq!((o.lost, o.duplicated, o.out_of_order), (0, 0, 0), "{o:?}");
+//! # }
+//! ```
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -25,17 +48,22 @@ const QUIET: Duration = Duration::from_secs(5);
 /// The longest a subscriber drains after publishing stopped.
 const DRAIN_CAP: Duration = Duration::from_secs(60);
 
-/// A publication the server acknowledged.
+/// A publication the server acknowledged (answered `ok`).
 #[derive(Debug, Clone)]
 pub struct Acked {
+    /// The channel it was published on.
     pub channel: String,
+    /// Its sequence number: the publisher's count of publishes so far, failed ones
+    /// included (so the numbers of one publisher are unique, not gapless).
     pub seq: u64,
+    /// When the answer arrived.
     pub at: Instant,
 }
 
 /// What one publisher did.
 #[derive(Debug, Clone, Default)]
 pub struct Published {
+    /// Acknowledged publications, in order.
     pub acked: Vec<Acked>,
     /// Publishes answered with an error (when, and the code).
     pub failed: Vec<(Instant, String)>,
@@ -44,16 +72,22 @@ pub struct Published {
 /// One message as a subscriber received it.
 #[derive(Debug, Clone)]
 pub struct Delivery {
+    /// The channel it arrived on.
     pub channel: String,
+    /// The publisher's name (`data.p`).
     pub publisher: String,
+    /// The publisher's sequence number (`data.n`).
     pub seq: u64,
+    /// The message's `offset`, present on history channels.
     pub offset: Option<u64>,
+    /// When it arrived.
     pub at: Instant,
 }
 
 /// What one subscriber received.
 #[derive(Debug, Clone, Default)]
 pub struct Inbox {
+    /// Every well-formed message, in arrival order.
     pub deliveries: Vec<Delivery>,
     /// Messages whose `data` was not `{"p":..,"n":..}`.
     pub malformed: usize,
@@ -72,12 +106,21 @@ struct Publisher {
     task: JoinHandle<Published>,
 }
 
-/// Traffic under way.
+/// Traffic under way: recording subscribers and sequence-numbered publishers,
+/// each on its own WebSocket connection and tokio task, running until
+/// [`Load::finish`]. Add the subscribers first, so that they are subscribed before
+/// anything is published. Publishers and subscribers may use different instances
+/// (the point: delivery across instances through Redis).
+///
+/// A subscriber whose connection closes makes its task panic, which
+/// [`finish`](Load::finish) turns into a test failure: a load test expects the
+/// server to keep its connections through the fault.
 pub struct Load {
     stop: Arc<AtomicBool>,
     expected: watch::Sender<Option<Expected>>,
     publishers: Vec<Publisher>,
     subscribers: Vec<Subscriber>,
+    /// When [`Load::new`] was called.
     pub started: Instant,
 }
 
@@ -88,6 +131,8 @@ impl Default for Load {
 }
 
 impl Load {
+    /// No traffic yet: add [`subscriber`](Load::subscriber)s, then
+    /// [`publisher`](Load::publisher)s.
     pub fn new() -> Load {
         let (expected, _) = watch::channel(None);
         Load {
@@ -99,7 +144,10 @@ impl Load {
         }
     }
 
-    /// A subscriber connected at `url`, subscribed to `channels` before this returns.
+    /// A subscriber named `name`, connected at `url` (a shardcast WebSocket URL with
+    /// its authentication, e.g. `inst.ws_url("?user=s")`) and subscribed to
+    /// `channels` before this returns; it records every message until
+    /// [`finish`](Load::finish). Panics if the connection or a subscribe fails.
     pub async fn subscriber(&mut self, url: &str, name: &str, channels: &[String]) {
         let mut c = Client::connect(url).await;
         c.subscribe_all(channels, 0).await;
@@ -152,8 +200,12 @@ impl Load {
         });
     }
 
-    /// A publisher connected at `url` cycling over `channels`, one publish every
-    /// `every`, each awaiting its answer.
+    /// A publisher named `name` connected at `url`, cycling over `channels` (not
+    /// empty), one publish every `every` (at most: each awaits its answer before the
+    /// next), each with `data` `{"p": name, "n": seq}`. Acknowledged publishes and
+    /// refusals are recorded with their time. Its connection must be allowed to
+    /// publish (e.g. `--client-publish authenticated`, and a `--publish-rate` above
+    /// `1 / every`). Panics if the connection fails.
     pub async fn publisher(
         &mut self,
         url: &str,
@@ -200,7 +252,10 @@ impl Load {
     }
 
     /// Stops publishing, lets every subscriber drain (until it has every
-    /// acknowledged publication of its channels, or it stays quiet), and compares.
+    /// acknowledged publication of its channels, or hears nothing for 5 s, or 60 s
+    /// passed), and gathers what was published and received into a [`Report`].
+    /// Panics if a publisher or subscriber task panicked (e.g. a subscriber's
+    /// connection closed).
     pub async fn finish(self) -> Report {
         self.stop.store(true, Ordering::Relaxed);
         let mut published = HashMap::new();
@@ -267,8 +322,10 @@ fn record(got: &mut Inbox, f: &serde_json::Value) {
     });
 }
 
-/// Everything published and received.
+/// Everything published and received, from [`Load::finish`]; judge it with
+/// [`Report::outcome`].
 pub struct Report {
+    /// publisher → what it published
     pub published: HashMap<String, Published>,
     /// subscriber → what it received, in arrival order
     pub received: BTreeMap<String, Inbox>,
@@ -276,17 +333,27 @@ pub struct Report {
     pub channels: BTreeMap<String, Vec<String>>,
 }
 
+/// The verdict of [`Report::outcome`], summed over subscribers and channels.
+/// Print it (`{o:?}`) in the assertion message: `examples` says where it went
+/// wrong.
 #[derive(Debug, Default, Clone)]
 pub struct Outcome {
-    /// Acknowledged publications the subscribers should have received.
+    /// Acknowledged publications the subscribers should have received (one per
+    /// subscriber of the channel).
     pub expected: usize,
+    /// Of `expected`, those received at least once.
     pub delivered: usize,
+    /// Of `expected`, those never received: `expected - delivered`.
     pub lost: usize,
+    /// Extra copies received of one publication (acknowledged or not).
     pub duplicated: usize,
+    /// Places where a publisher's sequence numbers went down on a channel.
     pub out_of_order: usize,
     /// Of `expected`, those acknowledged at or after the event.
     pub expected_after: usize,
+    /// Of `expected_after`, those received.
     pub delivered_after: usize,
+    /// Of `expected_after`, those never received.
     pub lost_after: usize,
     /// Places where a subscriber's offsets on a channel did not go up by one.
     pub offset_gaps: usize,

@@ -8,10 +8,14 @@ use tokio::net::TcpStream;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
-/// A response: status and body text. Status 0: the connection was refused.
+/// A response: status and body text. Status 0: the connection was refused (or
+/// broke before the request was sent), so a test can wait for a server to go down
+/// or come up without handling errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
+    /// The HTTP status code; 0 when no connection could be made.
     pub status: u16,
+    /// The body as text (chunked encoding decoded; invalid UTF-8 replaced).
     pub body: String,
 }
 
@@ -23,7 +27,10 @@ impl Response {
     }
 }
 
-/// Sends `method url` with `headers` and an optional JSON `body`.
+/// Sends `method url` with `headers` and an optional JSON `body`
+/// (`Content-Type: application/json` is always sent), on a new connection that is
+/// closed afterwards. `url` must be `http://host:port/path`. Panics if the response
+/// does not arrive within 10 s or is not HTTP.
 pub async fn request(
     method: &str,
     url: &str,
@@ -73,10 +80,12 @@ pub async fn request(
     Response { status, body }
 }
 
+/// `GET url` (see [`request`]).
 pub async fn get(url: &str) -> Response {
     request("GET", url, &[], None).await
 }
 
+/// `POST url` with a JSON `body` (see [`request`]).
 pub async fn post(url: &str, body: &str) -> Response {
     request("POST", url, &[], Some(body)).await
 }

@@ -2,6 +2,10 @@
 //! `cluster/*.sh`. Each node lives in `<dir>/<port>/` with its config, PID file,
 //! log and `nodes.conf`; every stop is by the recorded PID, checked against the
 //! process's command line.
+//!
+//! Needs `redis-server` on `PATH` (`apt-get install -y redis-server`); no Docker.
+//! The nodes outlive the process that started them (they daemonize): they are
+//! stopped by [`LocalNodes::stop`], not by dropping anything.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -10,13 +14,18 @@ use std::time::Duration;
 use crate::admin::{self, AdminError};
 use crate::wait;
 
-/// The nodes of one local cluster.
+/// The nodes of one local cluster, as recorded in its directory: this holds no
+/// process handle, so a later command (another run of the CLI) finds the same
+/// nodes again from `dir`.
 pub struct LocalNodes {
+    /// The cluster's directory: one `<port>/` subdirectory per node.
     pub dir: PathBuf,
     /// A redis.conf every node includes (cluster mode, timeouts).
     pub node_conf: PathBuf,
 }
 
+/// `127.0.0.1:<port>`: a local node's address, as administration functions take
+/// it.
 pub fn addr(port: u16) -> String {
     format!("127.0.0.1:{port}")
 }
@@ -48,6 +57,7 @@ impl LocalNodes {
         out
     }
 
+    /// Ports whose recorded node is running, ascending.
     pub fn live_ports(&self) -> Vec<u16> {
         self.ports()
             .into_iter()
@@ -55,7 +65,14 @@ impl LocalNodes {
             .collect()
     }
 
-    /// Starts one node (a no-op if it runs) and waits until it answers PING.
+    /// Starts one node (a no-op if it runs) in a fresh `<dir>/<port>/` with a
+    /// `redis.conf` that includes a copy of `node_conf`, and waits until it answers
+    /// PING.
+    ///
+    /// Errors: [`AdminError::Invalid`] if `port` or its bus port (`port + 10000`)
+    /// is taken by another process, a file cannot be written, or `redis-server` is
+    /// missing or fails to start (its log is named); [`AdminError::Timeout`] if it
+    /// does not answer PING within 20 s.
     pub async fn start(&self, port: u16) -> Result<(), AdminError> {
         if !self.alive(port) {
             for p in [port, port + 10_000] {

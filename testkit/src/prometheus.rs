@@ -2,13 +2,18 @@
 
 use std::collections::BTreeMap;
 
-/// One scrape: `name{labels}` → value.
+/// One scrape: `name{labels}` → value. Lookups are by exact metric name and
+/// exact label values, so a renamed metric or label fails the test instead of
+/// reading 0 from a near miss (use [`Scrape::get`] or [`Scrape::has`] to tell
+/// absent from zero).
 #[derive(Debug, Clone, Default)]
 pub struct Scrape {
     samples: Vec<(String, BTreeMap<String, String>, f64)>,
 }
 
 impl Scrape {
+    /// Parses Prometheus text exposition. Comments (`# HELP`, `# TYPE`) and lines
+    /// without a numeric value are skipped; timestamps are not supported.
     pub fn parse(text: &str) -> Scrape {
         let mut samples = Vec::new();
         for line in text.lines() {
@@ -58,6 +63,7 @@ impl Scrape {
         v
     }
 
+    /// Whether any series named exactly `name` is present.
     pub fn has(&self, name: &str) -> bool {
         self.samples.iter().any(|(n, _, _)| n == name)
     }

@@ -3,6 +3,10 @@
 //! `--broker redis-sentinel`. Each runs in the foreground as a child of the test,
 //! in its own directory, on a port below the ephemeral range; it is stopped by
 //! its PID (SIGKILL for a crash, SIGTERM for a clean stop) and when dropped.
+//!
+//! Needs `redis-server` (and `redis-sentinel` for [`Sentinel`]) on `PATH`; no
+//! Docker. Errors are `String`s that say what failed (a missing binary names the
+//! package to install; a server that exits quotes its log).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -14,12 +18,16 @@ use crate::wait;
 /// Files of a TLS setup: the server's certificate and key, and the CA that signed it.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
+    /// The server's certificate (PEM), `tls-cert-file`.
     pub cert: PathBuf,
+    /// The server's private key (PEM), `tls-key-file`.
     pub key: PathBuf,
+    /// The CA certificate (PEM) the client must trust, `tls-ca-cert-file`.
     pub ca: PathBuf,
 }
 
-/// How to run a `redis-server`.
+/// How to run a `redis-server`, from [`RedisServer::builder`]; by default plain
+/// TCP, no password, no persistence, a primary.
 #[derive(Debug, Clone, Default)]
 pub struct RedisServerBuilder {
     password: Option<String>,
@@ -54,6 +62,13 @@ impl RedisServerBuilder {
         self
     }
 
+    /// Writes the configuration into a fresh temporary directory and starts the
+    /// server on a free loopback port below the ephemeral range; returns once it
+    /// answers PING (for TLS: accepts TCP), within 10 s. A replica is returned
+    /// before it has synced: call [`RedisServer::wait_synced`].
+    ///
+    /// Errors: `redis-server` missing, a file that cannot be written, the server
+    /// exiting (its log is quoted) or not answering in time.
     pub async fn start(self) -> Result<RedisServer, String> {
         let port = free_cluster_ports(1);
         let dir = std::env::temp_dir().join(format!(
@@ -100,8 +115,11 @@ impl RedisServerBuilder {
     }
 }
 
-/// A running (or stopped) `redis-server`.
+/// A running (or stopped) `redis-server`, a child process of the test. Dropping
+/// it SIGKILLs the process and deletes its directory (data included).
 pub struct RedisServer {
+    /// The port on 127.0.0.1 (the TLS port with [`RedisServerBuilder::tls`]); it
+    /// stays the same across [`restart`](Self::restart)s.
     pub port: u16,
     dir: PathBuf,
     conf: PathBuf,
@@ -111,15 +129,18 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// A builder for a plain server (see [`RedisServerBuilder`]).
     pub fn builder() -> RedisServerBuilder {
         RedisServerBuilder::default()
     }
 
+    /// `127.0.0.1:<port>`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// `redis[s]://[:password@]127.0.0.1:port/0`.
+    /// `redis[s]://[:password@]127.0.0.1:port/0`: the URL to give the application
+    /// (shardcast's `--redis-url`).
     pub fn url(&self) -> String {
         let scheme = if self.tls { "rediss" } else { "redis" };
         match &self.password {
@@ -128,12 +149,15 @@ impl RedisServer {
         }
     }
 
+    /// The process id while it runs; `None` after [`kill`](Self::kill) or
+    /// [`stop`](Self::stop).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Starts the server (again, with its data when AOF is on) and waits until it
-    /// answers PING.
+    /// Starts the server again after [`kill`](Self::kill) or [`stop`](Self::stop),
+    /// on the same port with the same configuration (and its data, when AOF is
+    /// on), and waits until it answers PING (10 s). A no-op while it runs.
     pub async fn restart(&mut self) -> Result<(), String> {
         if self.child.is_some() {
             return Ok(());
@@ -200,7 +224,8 @@ impl RedisServer {
         cmd.query_async(&mut conn).await.map_err(|e| e.to_string())
     }
 
-    /// SIGKILL: a crash (nothing flushed that was not already).
+    /// SIGKILL: a crash (nothing flushed that was not already). Returns once the
+    /// process is reaped; clients see their connections reset.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -225,7 +250,8 @@ impl RedisServer {
         let _ = c.wait();
     }
 
-    /// Waits until this replica reports its link to the primary up.
+    /// Waits until this replica reports its link to the primary up
+    /// (`master_link_status:up`), polling every 100 ms; an error after 30 s.
     pub async fn wait_synced(&self) -> Result<(), String> {
         wait::until(
             &format!("replica {} to sync", self.port),
@@ -259,19 +285,25 @@ fn signal(pid: u32, sig: &str) {
         .status();
 }
 
-/// The name every test's sentinels watch.
+/// The master name every [`Sentinel`] here watches: shardcast's
+/// `--sentinel-master` (or its default) must name it.
 pub const MASTER: &str = "mymaster";
 
 /// A `redis-sentinel` watching [`MASTER`], with short timeouts: a primary is down
-/// after 1 s without an answer.
+/// after 1 s without an answer, failover within 10 s. Dropping it kills the
+/// process and deletes its directory.
 pub struct Sentinel {
+    /// The sentinel's port on 127.0.0.1.
     pub port: u16,
     dir: PathBuf,
     child: Child,
 }
 
 impl Sentinel {
-    /// Watches the primary on `primary_port`, needing `quorum` sentinels to agree.
+    /// Watches the primary on `primary_port` (with its `password`, if any), needing
+    /// `quorum` sentinels to agree that it is down. Returns once this sentinel
+    /// names the primary (within 20 s); an error if `redis-sentinel` is missing or
+    /// it does not.
     pub async fn start(
         primary_port: u16,
         quorum: usize,
@@ -319,11 +351,13 @@ impl Sentinel {
         Ok(s)
     }
 
+    /// `127.0.0.1:<port>`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// The primary's address as this sentinel says.
+    /// The primary's address as this sentinel says (`SENTINEL
+    /// get-master-addr-by-name`), `ip:port`.
     pub async fn primary(&self) -> Result<String, String> {
         let client =
             redis::Client::open(format!("redis://{}", self.addr())).map_err(|e| e.to_string())?;
@@ -350,14 +384,22 @@ impl Drop for Sentinel {
     }
 }
 
-/// A primary, `replicas` replicas and `sentinels` sentinels (quorum: a majority).
+/// A primary, `replicas` replicas and `sentinels` sentinels (quorum: a majority):
+/// the setup for shardcast's `--broker redis-sentinel`.
 pub struct SentinelSetup {
+    /// The primary it started with (after a failover, no longer the primary:
+    /// ask [`SentinelSetup::wait_failover`] or [`Sentinel::primary`]).
     pub primary: RedisServer,
+    /// Its replicas, synced when [`SentinelSetup::start`] returned.
     pub replicas: Vec<RedisServer>,
+    /// The sentinels watching [`MASTER`].
     pub sentinels: Vec<Sentinel>,
 }
 
 impl SentinelSetup {
+    /// Starts the primary (with `password`, if any), `replicas` replicas (each
+    /// synced before the next) and `sentinels` sentinels. Errors as
+    /// [`RedisServerBuilder::start`] and [`Sentinel::start`].
     pub async fn start(
         replicas: usize,
         sentinels: usize,
@@ -394,7 +436,9 @@ impl SentinelSetup {
             .join(",")
     }
 
-    /// Waits until every sentinel names a primary other than `old`; returns it.
+    /// Waits until every sentinel names the same primary, other than `old`
+    /// (`ip:port`), and returns it: after killing the primary, the failover is
+    /// done. An error after 60 s, with what the sentinels named last.
     pub async fn wait_failover(&self, old: &str) -> Result<String, String> {
         wait::until(
             "the sentinels to promote a replica",

@@ -3,13 +3,16 @@
 //! exactly what is on the wire (pings, close codes, bad frames), and for load
 //! generators that parse frames in place.
 
-/// The header of one frame.
+/// The header of one frame, as [`header`] reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// FIN: the last frame of a message.
     pub fin: bool,
     /// The three reserved bits (RSV1..3), as the top bits of the first byte.
     pub rsv: u8,
+    /// The opcode ([`TEXT`], [`CLOSE`], ...).
     pub opcode: u8,
+    /// Whether a masking key follows the length (client frames must have one).
     pub masked: bool,
     /// Bytes of header, masking key included.
     pub len: usize,
@@ -17,11 +20,17 @@ pub struct Header {
     pub payload_len: u64,
 }
 
+/// Opcode of a continuation frame (the rest of a fragmented message).
 pub const CONTINUATION: u8 = 0x0;
+/// Opcode of a text frame (UTF-8; shardcast's JSON frames).
 pub const TEXT: u8 = 0x1;
+/// Opcode of a binary frame.
 pub const BINARY: u8 = 0x2;
+/// Opcode of a close frame (payload: a 2-byte code, then a reason).
 pub const CLOSE: u8 = 0x8;
+/// Opcode of a ping.
 pub const PING: u8 = 0x9;
+/// Opcode of a pong.
 pub const PONG: u8 = 0xA;
 
 /// The header at the start of `buf`, or `None` while it is incomplete.
@@ -70,20 +79,28 @@ pub fn close_code(payload: &[u8]) -> Option<u16> {
     (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]))
 }
 
-/// A client frame to send, valid by default (FIN, masked with a zero key).
+/// A client frame to send, valid by default (FIN, masked with a zero key). Change
+/// a field to make it malformed (clear `fin` for a fragment, set `rsv`, drop the
+/// mask, claim a length), then write [`to_bytes`](FrameBuilder::to_bytes) to a raw
+/// socket after the handshake.
 #[derive(Debug, Clone)]
 pub struct FrameBuilder {
+    /// FIN bit (default set).
     pub fin: bool,
+    /// Reserved bits, as the top bits of the first byte (`0x40` is RSV1); default 0.
     pub rsv: u8,
+    /// The opcode (low four bits are sent).
     pub opcode: u8,
     /// `None` sends it unmasked, which a server must refuse.
     pub mask: Option<[u8; 4]>,
     /// Announce this payload length instead of the real one.
     pub claimed_len: Option<u64>,
+    /// The payload, masked on the way out.
     pub payload: Vec<u8>,
 }
 
 impl FrameBuilder {
+    /// A valid frame with `opcode` and `payload`.
     pub fn new(opcode: u8, payload: impl Into<Vec<u8>>) -> FrameBuilder {
         FrameBuilder {
             fin: true,
@@ -95,10 +112,12 @@ impl FrameBuilder {
         }
     }
 
+    /// A valid text frame holding `s`.
     pub fn text(s: &str) -> FrameBuilder {
         FrameBuilder::new(TEXT, s.as_bytes())
     }
 
+    /// The frame's bytes, exactly as the fields say (invalid ones included).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.payload.len() + 14);
         out.push(u8::from(self.fin) << 7 | (self.rsv & 0x70) | (self.opcode & 0x0f));

@@ -7,6 +7,13 @@
 //! Everything speaks the cluster commands directly (`CLUSTER MEET`, `ADDSLOTSRANGE`,
 //! `SETSLOT`, `MIGRATE`, `FORGET`, ...) over redis-rs, so nothing here needs
 //! `redis-cli` or a shell.
+//!
+//! Use it directly for a cluster that is not a [`crate::RedisCluster`] (nodes you
+//! started yourself), or for one-off commands on a node ([`query`]). Nodes are
+//! named by `ip:port` strings. Each command has a 5 s response timeout (2 s to
+//! connect), and each wait ([`wait_settled`], [`wait_known`], [`replicate`],
+//! [`failover`], [`wait_replaced`]) gives up after [`SETTLE`] with an
+//! [`AdminError::Timeout`] naming what it waited for and the last reason.
 
 pub mod view;
 
@@ -18,20 +25,31 @@ use crate::wait::{self, Timeout};
 use redis::aio::MultiplexedConnection;
 use view::{Expect, NodeLine, SLOTS, View, agreement, parse_cluster_nodes};
 
-/// How long a settling wait may take before it fails with the reason.
+/// How long each settling wait may take (60 s) before it fails with
+/// [`AdminError::Timeout`] and the last reason it saw. Generous on purpose: a
+/// slow, shared CI machine must not turn a late agreement into a failure.
 pub const SETTLE: Duration = Duration::from_secs(60);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Why an administration step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
+    /// A command on one node failed: connection refused or timed out (2 s to
+    /// connect, 5 s per command), or Redis answered with an error.
     #[error("Redis node {addr}: {source}")]
     Redis {
+        /// The node's `ip:port`.
         addr: String,
+        /// What redis-rs reported.
         #[source]
         source: redis::RedisError,
     },
+    /// A wait gave up after its deadline ([`SETTLE`] for the cluster waits); the
+    /// message names what was awaited and the last reason it was not there yet.
     #[error(transparent)]
     Timeout(#[from] Timeout),
+    /// The request itself cannot be carried out (not a master, no owner, a bad
+    /// address, a port in use, `redis-server` missing, ...).
     #[error("{0}")]
     Invalid(String),
 }
@@ -45,7 +63,9 @@ fn redis_err(addr: &str) -> impl FnOnce(redis::RedisError) -> AdminError + '_ {
     }
 }
 
-/// A new connection to one node (`ip:port`).
+/// A new connection to one node (`ip:port`), not pooled: 2 s to connect, 5 s per
+/// command. For a test that wants a connection of its own (e.g. to subscribe);
+/// for single commands [`query`] reuses pooled connections.
 pub async fn connect(addr: &str) -> Result<MultiplexedConnection> {
     let client = redis::Client::open(format!("redis://{addr}")).map_err(redis_err(addr))?;
     let config = redis::AsyncConnectionConfig::new()
@@ -85,7 +105,10 @@ async fn pooled(addr: &str) -> Result<MultiplexedConnection> {
     }
 }
 
-/// Runs one command on one node.
+/// Runs one command on one node (`ip:port`) over a pooled connection and converts
+/// the reply: `admin::query::<String>("127.0.0.1:7000", &redis::cmd("PING"))`. No
+/// redirects are followed (the node answers `MOVED` for a slot it does not own).
+/// A connection that failed is dropped from the pool and made anew next time.
 pub async fn query<T: redis::FromRedisValue>(addr: &str, cmd: &redis::Cmd) -> Result<T> {
     let mut conn = pooled(addr).await?;
     let r = cmd.query_async(&mut conn).await;
@@ -109,7 +132,7 @@ fn cluster(sub: &str) -> redis::Cmd {
     c
 }
 
-/// `CLUSTER NODES` of one node.
+/// `CLUSTER NODES` of one node, parsed: what that node believes now (no waiting).
 pub async fn view(addr: &str) -> Result<View> {
     let text: String = query(addr, &cluster("NODES")).await?;
     Ok(View {
@@ -117,13 +140,15 @@ pub async fn view(addr: &str) -> Result<View> {
     })
 }
 
-/// The node's own id.
+/// The node's own id (`CLUSTER MYID`), as other nodes' views list it.
 pub async fn node_id(addr: &str) -> Result<String> {
     query(addr, &cluster("MYID")).await
 }
 
-/// Whether the views of `addrs` agree and meet `expect`, and every replica among
-/// them has its replication link up.
+/// One look, no waiting: whether every node of `addrs` says `cluster_state:ok`,
+/// their views agree and meet `expect` (see [`agreement`]), and every replica
+/// among them has its replication link up. `Ok` holds the first node's view;
+/// `Err` the first reason found not to be settled.
 pub async fn check(addrs: &[String], expect: &Expect) -> std::result::Result<View, String> {
     let mut views = Vec::with_capacity(addrs.len());
     for a in addrs {
@@ -147,7 +172,10 @@ pub async fn check(addrs: &[String], expect: &Expect) -> std::result::Result<Vie
     Ok(views.swap_remove(0).1)
 }
 
-/// Waits until [`check`] passes.
+/// Waits until [`check`] passes, polling every 200 ms: the settle wait every
+/// operation ends with. `what` names the wait in the timeout's message.
+///
+/// Errors: [`AdminError::Timeout`] after [`SETTLE`], with the last reason.
 pub async fn wait_settled(addrs: &[String], expect: &Expect, what: &str) -> Result<View> {
     Ok(
         wait::until(what, SETTLE, Duration::from_millis(200), || async {
@@ -157,7 +185,8 @@ pub async fn wait_settled(addrs: &[String], expect: &Expect, what: &str) -> Resu
     )
 }
 
-/// Slot ranges for `n` masters, as `redis-cli --cluster create` splits them.
+/// Inclusive slot ranges for `n` masters, as `redis-cli --cluster create` splits
+/// them (the first `16384 % n` get one more). `n = 0` counts as 1.
 pub fn split_slots(n: usize) -> Vec<(u16, u16)> {
     let n = n.max(1) as u32;
     let per = u32::from(SLOTS) / n;
@@ -173,9 +202,17 @@ pub fn split_slots(n: usize) -> Vec<(u16, u16)> {
         .collect()
 }
 
-/// Forms a cluster of fresh nodes: `primaries` share the slots evenly and each
-/// entry of `replicas` (address, index into `primaries`) replicates its primary.
-/// Returns when every node agrees and every replica has synced.
+/// Forms a cluster of fresh nodes (started with `cluster-enabled yes`, knowing no
+/// other node): `primaries` share the slots evenly and each entry of `replicas`
+/// (address, index into `primaries`) replicates its primary.
+///
+/// Settled on return: every node agrees, the cluster has exactly these nodes and
+/// `primaries.len()` masters (each with `replicas.len() / primaries.len()`
+/// replicas when that divides evenly), and every replica has synced.
+///
+/// Errors: [`AdminError::Invalid`] for no primary or a replica naming a primary
+/// that does not exist; [`AdminError::Redis`] if a node refuses (e.g. it already
+/// holds slots); [`AdminError::Timeout`] if a wait exceeds [`SETTLE`].
 pub async fn create(primaries: &[String], replicas: &[(String, usize)]) -> Result<View> {
     if primaries.is_empty() {
         return Err(AdminError::Invalid("a cluster needs a primary".into()));
@@ -219,7 +256,9 @@ pub async fn create(primaries: &[String], replicas: &[(String, usize)]) -> Resul
     wait_settled(&all, &expect, "the new cluster to agree").await
 }
 
-/// `CLUSTER MEET` from `from` to `to` (by IP: resolve host names first).
+/// `CLUSTER MEET` from `from` to `to`: introduces `to` to the cluster `from`
+/// belongs to. `to` must be `ip:port` (resolve host names first). Returns at once;
+/// [`wait_known`] waits for the handshake to finish.
 pub async fn meet(from: &str, to: &str) -> Result<()> {
     let (host, port) = to
         .rsplit_once(':')
@@ -228,7 +267,8 @@ pub async fn meet(from: &str, to: &str) -> Result<()> {
     Ok(())
 }
 
-/// Waits until every node of `observers` lists every node of `targets` (handshake done).
+/// Waits until every node of `observers` lists every node of `targets`, handshake
+/// done, polling every 100 ms. Errors: [`AdminError::Timeout`] after [`SETTLE`].
 pub async fn wait_known(observers: &[String], targets: &[String]) -> Result<()> {
     let mut ids = Vec::new();
     for t in targets {
@@ -255,8 +295,12 @@ pub async fn wait_known(observers: &[String], targets: &[String]) -> Result<()> 
     Ok(())
 }
 
-/// Makes `replica` a replica of the master `master_id`, once it knows that master
-/// by gossip (`REPLICATE` right after `MEET` fails with "Unknown node").
+/// Makes `replica` a replica of the master `master_id` (`CLUSTER REPLICATE`),
+/// retrying every 100 ms until it knows that master by gossip (`REPLICATE` right
+/// after `MEET` fails with "Unknown node"). Returns once the command was accepted,
+/// before the replica has synced ([`wait_settled`] waits for that).
+///
+/// Errors: [`AdminError::Timeout`] after [`SETTLE`], with Redis's last refusal.
 pub async fn replicate(replica: &str, master_id: &str) -> Result<()> {
     wait::until(
         "a replica to accept its master",
@@ -272,13 +316,17 @@ pub async fn replicate(replica: &str, master_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Addresses of the masters that serve slots, as `seed` sees them.
+/// The healthy masters that serve slots, as `seed` sees them now (their lines of
+/// `CLUSTER NODES`: address, id, slots).
 pub async fn primaries(seed: &str) -> Result<Vec<NodeLine>> {
     Ok(view(seed).await?.primaries().into_iter().cloned().collect())
 }
 
 /// Moves slots between masters: the masters' ids are read once, so that moving
-/// thousands of slots costs only the commands each move needs.
+/// thousands of slots costs only the commands each move needs. For a test that
+/// reshards by hand many slots at once; [`move_slot`], [`rebalance`] and
+/// [`drain_master`] use it. It does not wait for agreement: call
+/// [`wait_settled`] when done.
 pub struct SlotMover {
     /// (address, id) of every master serving slots, and of the empty ones to fill.
     masters: Vec<(String, String)>,
@@ -287,7 +335,8 @@ pub struct SlotMover {
 }
 
 impl SlotMover {
-    /// Reads the masters (and `extra` empty ones) as `seed` sees them.
+    /// Reads the masters serving slots (and `extra`, empty masters to fill, by
+    /// address) and who owns each slot, as `seed` sees them.
     pub async fn new(seed: &str, extra: &[String]) -> Result<SlotMover> {
         let v = view(seed).await?;
         let mut masters: Vec<(String, String)> = v
@@ -316,7 +365,13 @@ impl SlotMover {
 
     /// Moves `slot` and its keys to the master at `to`, the way `redis-cli --cluster
     /// reshard` does: IMPORTING on the target, MIGRATING on the source, MIGRATE the
-    /// keys in batches, then SETSLOT NODE on both and on every other master.
+    /// keys in batches of 100, then SETSLOT NODE on both and on every other master.
+    /// A no-op if `to` owns it already. Returns when the two masters have switched
+    /// over; the others learn it by the `SETSLOT` sent to them or by gossip.
+    ///
+    /// Errors: [`AdminError::Invalid`] if the slot has no owner or `to` is not one
+    /// of the masters read by [`SlotMover::new`]; [`AdminError::Redis`] if a
+    /// command fails (5 s each).
     pub async fn move_slot(&mut self, slot: u16, to: &str) -> Result<()> {
         let from = self
             .owners
@@ -386,14 +441,18 @@ impl SlotMover {
     }
 }
 
-/// Moves `slot` and its keys to the master at `to` (see [`SlotMover::move_slot`]).
+/// Moves `slot` and its keys to the master at `to` (see [`SlotMover::move_slot`]),
+/// reading the cluster from `seed` first. Does not wait for every node to agree:
+/// follow it with [`wait_settled`].
 pub async fn move_slot(seed: &str, slot: u16, to: &str) -> Result<()> {
     SlotMover::new(seed, &[]).await?.move_slot(slot, to).await
 }
 
-/// Slot moves that leave every master (those serving slots and the `empty` ones
-/// to fill) with an even share, taking from the largest first; `drain` masters end
-/// with none.
+/// Pure planning, no Redis: the slot moves (slot, destination master) that leave
+/// every master of `masters` (address → the slots it serves now; empty masters to
+/// fill have an empty list) with an even share, taking surplus slots from the
+/// largest first. Masters in `drain` end with none. Empty if every master is to be
+/// drained.
 pub fn plan_rebalance(
     masters: &BTreeMap<String, Vec<u16>>,
     drain: &BTreeSet<String>,
@@ -435,16 +494,25 @@ pub fn plan_rebalance(
     moves
 }
 
-/// Spreads the slots evenly over every master, `empty` ones included.
+/// Spreads the slots evenly over every master, the `empty` ones (addresses of
+/// masters with no slot yet, e.g. a new shard) included, moving them one at a time
+/// with their keys. `all[0]` is the seed the cluster is read from (an empty `all`
+/// is [`AdminError::Invalid`]). Does not wait for agreement: follow it with
+/// [`wait_settled`].
 pub async fn rebalance(all: &[String], empty: &[String]) -> Result<()> {
-    let mut mover = SlotMover::new(&all[0], empty).await?;
+    let seed = all
+        .first()
+        .ok_or_else(|| AdminError::Invalid("rebalance needs at least one node".into()))?;
+    let mut mover = SlotMover::new(seed, empty).await?;
     for (slot, to) in plan_rebalance(&mover.slots_by_master(), &BTreeSet::new()) {
         mover.move_slot(slot, &to).await?;
     }
     Ok(())
 }
 
-/// Moves every slot of the master at `addr` to the other masters.
+/// Moves every slot of the master at `addr`, with its keys, evenly to the other
+/// masters, reading the cluster from `seed`: the first step of removing a shard.
+/// Does not wait for agreement: follow it with [`wait_settled`].
 pub async fn drain_master(seed: &str, addr: &str) -> Result<()> {
     let mut mover = SlotMover::new(seed, &[]).await?;
     let drain = BTreeSet::from([addr.to_string()]);
@@ -454,8 +522,10 @@ pub async fn drain_master(seed: &str, addr: &str) -> Result<()> {
     Ok(())
 }
 
-/// Makes every node of `remaining` forget the nodes `gone` (by id). The removed
-/// nodes must be stopped afterwards; the 60 s ban keeps gossip from re-adding them.
+/// Makes every node of `remaining` forget the nodes `gone` (by id, `CLUSTER
+/// FORGET`); a node that does not know one any more is fine. The removed nodes
+/// must hold no slots and be stopped afterwards; Redis's 60 s ban keeps gossip from
+/// re-adding them meanwhile.
 pub async fn forget(remaining: &[String], gone: &[String]) -> Result<()> {
     for a in remaining {
         for id in gone {
@@ -472,7 +542,10 @@ pub async fn forget(remaining: &[String], gone: &[String]) -> Result<()> {
 
 /// Graceful failover: the replica at `replica` takes over from its master with no
 /// data loss (`CLUSTER FAILOVER`). Returns when every node of `all` sees it as a
-/// master serving slots.
+/// master serving slots (polling every 100 ms).
+///
+/// Errors: [`AdminError::Redis`] if the node refuses (e.g. it is not a replica);
+/// [`AdminError::Timeout`] after [`SETTLE`].
 pub async fn failover(all: &[String], replica: &str) -> Result<()> {
     let _: () = query(replica, &cluster("FAILOVER")).await?;
     let id = node_id(replica).await?;
@@ -495,8 +568,12 @@ pub async fn failover(all: &[String], replica: &str) -> Result<()> {
     Ok(())
 }
 
-/// After a master died: waits until every live node sees every slot served and
-/// none by `dead` (a replica was promoted everywhere).
+/// After a master died: waits until every node of `live` sees all 16384 slots
+/// served by healthy masters and none by `dead` (a replica was promoted and every
+/// node knows it), polling every 100 ms.
+///
+/// Errors: [`AdminError::Timeout`] after [`SETTLE`] (e.g. the master had no
+/// replica to promote).
 pub async fn wait_replaced(live: &[String], dead: &str) -> Result<()> {
     wait::until(
         "a replica to replace the dead master",

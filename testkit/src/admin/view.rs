@@ -3,19 +3,24 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Number of hash slots.
+/// Number of hash slots in a Redis Cluster (slots are `0..SLOTS`).
 pub const SLOTS: u16 = 16384;
 
-/// One line of `CLUSTER NODES`.
+/// One line of `CLUSTER NODES`: one node as the observing node sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeLine {
+    /// The node's 40-character id.
     pub id: String,
     /// `ip:port` as announced (bus port dropped).
     pub addr: String,
+    /// The port of `addr`.
     pub port: u16,
+    /// The flags as listed: `myself`, `master`, `slave`, `fail?`, `fail`,
+    /// `handshake`, `noaddr`, `nofailover`, ...
     pub flags: Vec<String>,
     /// The master's id for a replica.
     pub master: Option<String>,
+    /// Whether the observer's cluster-bus link to this node is up (`connected`).
     pub connected: bool,
     /// Inclusive slot ranges served.
     pub slots: Vec<(u16, u16)>,
@@ -24,14 +29,17 @@ pub struct NodeLine {
 }
 
 impl NodeLine {
+    /// Whether the flags include `f` exactly (`"master"`, `"fail?"`, ...).
     pub fn has_flag(&self, f: &str) -> bool {
         self.flags.iter().any(|x| x == f)
     }
 
+    /// Flagged `master` (with or without slots, healthy or not).
     pub fn is_master(&self) -> bool {
         self.has_flag("master")
     }
 
+    /// The observing node's own line (flag `myself`).
     pub fn is_myself(&self) -> bool {
         self.has_flag("myself")
     }
@@ -43,12 +51,14 @@ impl NodeLine {
             .any(|f| matches!(f.as_str(), "fail" | "fail?" | "handshake" | "noaddr"))
     }
 
+    /// Number of slots in [`slots`](Self::slots).
     pub fn slot_count(&self) -> usize {
         self.slots.iter().map(|(a, b)| usize::from(b - a) + 1).sum()
     }
 }
 
-/// Parses a `CLUSTER NODES` reply.
+/// Parses a `CLUSTER NODES` reply, one [`NodeLine`] per well-formed line
+/// (malformed lines are skipped).
 pub fn parse_cluster_nodes(text: &str) -> Vec<NodeLine> {
     text.lines()
         .filter_map(|l| {
@@ -88,21 +98,28 @@ pub fn parse_cluster_nodes(text: &str) -> Vec<NodeLine> {
         .collect()
 }
 
-/// One node's view.
+/// One node's view of the cluster: its `CLUSTER NODES`, parsed. From
+/// [`crate::admin::view`](fn@crate::admin::view) or
+/// [`RedisCluster::view`](crate::RedisCluster::view), for assertions on roles,
+/// flags and slot ownership.
 #[derive(Debug, Clone)]
 pub struct View {
+    /// Every node the observer knows, itself included, in the reply's order.
     pub lines: Vec<NodeLine>,
 }
 
 impl View {
+    /// The observer's own line.
     pub fn myself(&self) -> Option<&NodeLine> {
         self.lines.iter().find(|l| l.is_myself())
     }
 
+    /// The line of the node with id `id`.
     pub fn by_id(&self, id: &str) -> Option<&NodeLine> {
         self.lines.iter().find(|l| l.id == id)
     }
 
+    /// The line of the node announced as `addr` (`ip:port`).
     pub fn by_addr(&self, addr: &str) -> Option<&NodeLine> {
         self.lines.iter().find(|l| l.addr == addr)
     }
@@ -123,7 +140,8 @@ impl View {
             .collect()
     }
 
-    /// slot → address of the healthy master serving it.
+    /// slot → address of the healthy master serving it. Slots missing from the
+    /// map are unserved (e.g. their master failed and no replica took over yet).
     pub fn owners(&self) -> BTreeMap<u16, String> {
         let mut out = BTreeMap::new();
         for l in self.primaries() {
@@ -159,7 +177,8 @@ impl View {
     }
 }
 
-/// What a set of views must show to count as settled.
+/// What a set of views must show to count as settled, besides agreeing (see
+/// [`agreement`]). `Expect::default()` asks for agreement only.
 #[derive(Debug, Clone, Default)]
 pub struct Expect {
     /// Exactly these node addresses (besides `dead`), when given.
@@ -173,7 +192,10 @@ pub struct Expect {
 }
 
 /// Whether `views` (one per live node, with that node's address) agree and meet
-/// `expect`; the reason they do not otherwise.
+/// `expect`; the reason they do not otherwise. Agreeing means: no node (outside
+/// `expect.dead`) is flagged `fail`, `fail?`, `handshake` or `noaddr`, or seen
+/// without a link; no slot is open; every view lists the same nodes with the same
+/// roles, masters and slot ranges; and all [`SLOTS`] slots are served.
 pub fn agreement(views: &[(String, View)], expect: &Expect) -> Result<(), String> {
     let Some((first_addr, first)) = views.first() else {
         return Err("no nodes".into());

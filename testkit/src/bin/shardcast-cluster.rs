@@ -2,7 +2,27 @@
 //! compose stack's cluster bootstrap, through the testkit's one implementation of
 //! cluster administration. `cluster/*.sh` are thin wrappers around it.
 //!
-//! Seeds (`redis://127.0.0.1:P,...`) go to stdout, progress to stderr.
+//! Seeds (`redis://127.0.0.1:P,...`) go to stdout, progress to stderr; the exit
+//! status is 0 on success, 1 with an `ERROR:` line otherwise.
+//!
+//! Commands (`shardcast-cluster <command> --help` for the flags):
+//! * `start`: start `--masters` primaries with `--replicas` replicas each on ports
+//!   from `--base-port`, form the cluster, print the seeds (`cluster/start.sh`);
+//! * `stop`: stop every node by its recorded PID and delete the directory
+//!   (`cluster/stop.sh`);
+//! * `add-shard`: a new primary and its replicas, slots rebalanced onto it
+//!   (`cluster/add-shard.sh`);
+//! * `remove-shard`: the shard of `--port` emptied, forgotten and stopped
+//!   (`cluster/remove-shard.sh`);
+//! * `migrate-slot`: one slot and its keys moved to `--to`
+//!   (`cluster/migrate-slot.sh`);
+//! * `create`: form (or check) a cluster of nodes that already run, by host name:
+//!   the compose stack's `cluster-init` job.
+//!
+//! Every command returns once the nodes agree (the same check as the library's,
+//! each wait bounded by 60 s). Local nodes need `redis-server` on `PATH`; build
+//! with `cargo build -p shardcast-testkit --no-default-features --bin
+//! shardcast-cluster` to leave Docker support out.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +31,7 @@ use clap::{Parser, Subcommand};
 use shardcast_testkit::admin::{self, AdminError, view::Expect};
 use shardcast_testkit::local::{LocalNodes, addr};
 
+/// The command line: one subcommand.
 #[derive(Parser)]
 #[command(
     name = "shardcast-cluster",
@@ -21,6 +42,7 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// `--dir`, shared by the commands on local nodes.
 #[derive(clap::Args, Clone)]
 struct Dir {
     /// Where the nodes live (one directory per port).
@@ -28,6 +50,7 @@ struct Dir {
     dir: PathBuf,
 }
 
+/// What to do (each variant's doc is its `--help` text).
 #[derive(Subcommand)]
 enum Cmd {
     /// Start a cluster and wait until it is formed (idempotent: a healthy running
@@ -35,10 +58,14 @@ enum Cmd {
     Start {
         #[command(flatten)]
         dir: Dir,
+        /// Number of primaries (at least 3).
         #[arg(long, default_value_t = 3)]
         masters: usize,
+        /// Replicas per primary.
         #[arg(long, default_value_t = 1)]
         replicas: usize,
+        /// The first node's port: nodes use consecutive ports from it (primaries
+        /// first), their cluster buses the same ports + 10000.
         #[arg(long, default_value_t = 7000)]
         base_port: u16,
         /// The redis.conf every node includes.
@@ -60,6 +87,7 @@ enum Cmd {
         /// Default: as given to `start`.
         #[arg(long)]
         replicas: Option<usize>,
+        /// The redis.conf every new node includes.
         #[arg(long)]
         node_conf: PathBuf,
     },
@@ -68,6 +96,7 @@ enum Cmd {
     RemoveShard {
         #[command(flatten)]
         dir: Dir,
+        /// The port of the shard's primary or of one of its replicas.
         #[arg(long)]
         port: u16,
     },
@@ -76,6 +105,7 @@ enum Cmd {
     MigrateSlot {
         #[command(flatten)]
         dir: Dir,
+        /// The slot, 0..16383.
         #[arg(long)]
         slot: u16,
         /// The port of the primary that takes the slot.
@@ -85,16 +115,21 @@ enum Cmd {
     /// Form a cluster of running nodes (HOST:PORT, names resolved), or check an
     /// existing one; exits 0 once every node agrees. For the compose stack.
     Create {
+        /// Replicas per primary: the first N / (1 + replicas) nodes become
+        /// primaries.
         #[arg(long, default_value_t = 1)]
         replicas: usize,
+        /// The nodes, HOST:PORT: a multiple of 1 + replicas, at least 3 × (1 + replicas).
         nodes: Vec<String>,
     },
 }
 
+/// A progress line on stderr.
 fn log(msg: &str) {
     eprintln!("[shardcast-cluster] {msg}");
 }
 
+/// Runs the command; exit status 1 with the error on stderr if it fails.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     match run(Cli::parse().cmd).await {
@@ -106,10 +141,13 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `<dir>/cluster.env`: `REPLICAS=<n>` as given to `start`, the default of
+/// `add-shard`.
 fn replicas_file(nodes: &LocalNodes) -> PathBuf {
     nodes.dir.join("cluster.env")
 }
 
+/// Carries out one command; returns once the nodes agree.
 async fn run(cmd: Cmd) -> Result<(), AdminError> {
     let started = std::time::Instant::now();
     match cmd {
