@@ -88,5 +88,5 @@ mod tag_tests {
     }
 }
 #[cfg(test)]
-#[path = "slot_proptests.rs"]
+#[path = "slot/proptests.rs"]
 mod proptests;

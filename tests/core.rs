@@ -577,6 +577,26 @@ async fn shutdown_closes_every_client_with_1012() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_a_connection_still_waiting_for_its_connect_frame_with_1012() {
+    let server = TestServer::start(support::secure_config(&[
+        "--token-hmac-secret",
+        "shutdown-test-secret-0123456789abcdef",
+        "--connect-timeout",
+        "60s",
+    ]))
+    .await;
+    let url = format!("ws://{}/ws", server.addr);
+    let mut waiting = Client::try_connect(&url, &[])
+        .await
+        .expect("the upgrade is accepted; the connect frame is awaited");
+    server.shutdown().await;
+    match waiting.next_event(PATIENCE).await {
+        Some(Received::Closed(code)) => assert_eq!(code, Some(1012)),
+        other => panic!("expected close 1012, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_coalescing_delivers_every_message_in_order() {
     let server = TestServer::start(config(&["--write-coalesce", "20ms"])).await;
     let mut s = server.client("s").await;

@@ -1,7 +1,8 @@
 //! `churn`: clients subscribing and unsubscribing channels of a pool at a fixed
 //! aggregate rate. Reports subscribe→ok latency, the rate sustained, server CPU per
 //! operation and, given the Redis nodes, the SSUBSCRIBE/SUNSUBSCRIBE commands Redis
-//! executed per operation (from `INFO commandstats`).
+//! executed per operation (from `INFO commandstats`) and the Redis CPU per operation
+//! (`INFO cpu`: what presence and join/leave cost Redis, with a namespace that has them).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,15 +38,25 @@ pub struct ChurnReport {
     pub redis_commands_per_op: Option<f64>,
     pub redis_ssubscribe_calls: u64,
     pub redis_sunsubscribe_calls: u64,
+    /// Redis CPU (user + sys, every node given) per operation, µs.
+    pub redis_cpu_us_per_op: Option<f64>,
     pub bench_cpu_seconds: f64,
 }
 
-/// Calls of SSUBSCRIBE and SUNSUBSCRIBE summed over `nodes`.
-async fn redis_calls(nodes: &[String]) -> Result<(u64, u64), String> {
-    let (mut sub, mut unsub) = (0, 0);
+/// What the Redis nodes report, summed.
+#[derive(Debug, Clone, Copy, Default)]
+struct RedisStats {
+    ssubscribe: u64,
+    sunsubscribe: u64,
+    cpu_seconds: f64,
+}
+
+/// Calls of SSUBSCRIBE and SUNSUBSCRIBE and CPU seconds, summed over `nodes`.
+async fn redis_stats(nodes: &[String]) -> Result<RedisStats, String> {
+    let mut st = RedisStats::default();
     for n in nodes {
         let text: String =
-            shardcast_testkit::admin::query(n, redis::cmd("INFO").arg("commandstats"))
+            shardcast_testkit::admin::query(n, redis::cmd("INFO").arg("commandstats").arg("cpu"))
                 .await
                 .map_err(|e| e.to_string())?;
         for line in text.lines() {
@@ -55,14 +66,22 @@ async fn redis_calls(nodes: &[String]) -> Result<(u64, u64), String> {
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .unwrap_or(0)
             };
+            let seconds = |l: &str| {
+                l.split(':')
+                    .nth(1)
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
             if line.starts_with("cmdstat_ssubscribe:") {
-                sub += calls(line);
+                st.ssubscribe += calls(line);
             } else if line.starts_with("cmdstat_sunsubscribe:") {
-                unsub += calls(line);
+                st.sunsubscribe += calls(line);
+            } else if line.starts_with("used_cpu_sys:") || line.starts_with("used_cpu_user:") {
+                st.cpu_seconds += seconds(line);
             }
         }
     }
-    Ok((sub, unsub))
+    Ok(st)
 }
 
 /// One request and its answer's wait.
@@ -100,7 +119,7 @@ pub async fn run(cli: &Cli, a: &ChurnArgs) -> Result<(), String> {
     let gate = Arc::new(Semaphore::new(256));
     let mut sockets = Vec::new();
     for i in 0..a.clients {
-        let url = format!("{}?user=churn-{i}", cli.url[i % cli.url.len()]);
+        let url = cli.client_url(&cli.url[i % cli.url.len()], &format!("churn-{i}"));
         let gate = gate.clone();
         sockets.push(tokio::spawn(async move {
             let _p = gate.acquire_owned().await.map_err(|e| e.to_string())?;
@@ -114,7 +133,7 @@ pub async fn run(cli: &Cli, a: &ChurnArgs) -> Result<(), String> {
     let redis_before = if a.redis.is_empty() {
         None
     } else {
-        Some(redis_calls(&a.redis).await?)
+        Some(redis_stats(&a.redis).await?)
     };
     let meter = Meter::start(&cli.server_pid);
     let per_client = a.rate / a.clients.max(1) as f64;
@@ -184,12 +203,13 @@ pub async fn run(cli: &Cli, a: &ChurnArgs) -> Result<(), String> {
     let (cpu, own, _, _) = meter.finish();
     // Redis applies the last unsubscribes a moment after their `ok`.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (mut ss, mut su, mut per_op) = (0, 0, None);
-    if let Some((b_sub, b_unsub)) = redis_before {
-        let (a_sub, a_unsub) = redis_calls(&a.redis).await?;
-        ss = a_sub - b_sub;
-        su = a_unsub - b_unsub;
+    let (mut ss, mut su, mut per_op, mut redis_cpu) = (0, 0, None, None);
+    if let Some(before) = redis_before {
+        let after = redis_stats(&a.redis).await?;
+        ss = after.ssubscribe.saturating_sub(before.ssubscribe);
+        su = after.sunsubscribe.saturating_sub(before.sunsubscribe);
         per_op = Some((ss + su) as f64 / ops.max(1) as f64);
+        redis_cpu = Some((after.cpu_seconds - before.cpu_seconds) * 1e6 / ops.max(1) as f64);
     }
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let r = ChurnReport {
@@ -209,6 +229,7 @@ pub async fn run(cli: &Cli, a: &ChurnArgs) -> Result<(), String> {
         redis_commands_per_op: per_op,
         redis_ssubscribe_calls: ss,
         redis_sunsubscribe_calls: su,
+        redis_cpu_us_per_op: redis_cpu,
         bench_cpu_seconds: own,
     };
     println!(
@@ -236,6 +257,9 @@ pub async fn run(cli: &Cli, a: &ChurnArgs) -> Result<(), String> {
             "{:<28} {:.3} per op ({} SSUBSCRIBE, {} SUNSUBSCRIBE)",
             "Redis commands", p, r.redis_ssubscribe_calls, r.redis_sunsubscribe_calls
         );
+    }
+    if let Some(c) = r.redis_cpu_us_per_op {
+        println!("{:<28} {:.2} µs per op", "Redis CPU", c);
     }
     write_json(cli, &r);
     Ok(())

@@ -17,6 +17,12 @@ pub struct Cli {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<String>,
+    /// Authenticate every client with an HS256 connection token signed with this
+    /// secret, sent as `?token=` (start the servers with `--token-hmac-secret` and
+    /// `--token-in-query`). Without it clients connect as `?user=` (servers in
+    /// `--insecure` mode).
+    #[arg(long)]
+    pub token_secret: Option<String>,
     #[command(subcommand)]
     pub mode: Mode,
 }
@@ -57,6 +63,9 @@ pub enum Mode {
         /// Tool processes to hold them (each is limited by its RLIMIT_NOFILE).
         #[arg(long, default_value_t = 1)]
         procs: usize,
+        /// Subscribe each connection to one of this many channels `room:N` (0: none).
+        #[arg(long, default_value_t = 0)]
+        rooms: usize,
     },
     /// One share of `idle --procs`, run by the tool itself.
     #[command(hide = true)]
@@ -67,6 +76,8 @@ pub enum Mode {
         count: usize,
         #[arg(long, default_value_t = 4)]
         sources: u8,
+        #[arg(long, default_value_t = 0)]
+        rooms: usize,
     },
     /// Drop K subscribed clients at once, reconnect them, time until all are resubscribed.
     Storm {
@@ -78,6 +89,14 @@ pub enum Mode {
     /// Subscribe churn: N clients each subscribing to a random channel of a pool and
     /// unsubscribing it again, at an aggregate rate of operations per second.
     Churn(ChurnArgs),
+    /// Run the reference server (the floor) instead of a load: see `floor.rs`.
+    Floor {
+        #[arg(long, default_value = "127.0.0.1:8095")]
+        listen: std::net::SocketAddr,
+        /// Tokio worker threads (compare with shardcast's --worker-threads).
+        #[arg(long, default_value_t = 2)]
+        worker_threads: usize,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -119,4 +138,29 @@ pub struct Load {
     /// Padding bytes per payload.
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
+}
+
+impl Cli {
+    /// The URL a client of `user` opens on `base`: `?token=` when `--token-secret`
+    /// is given, else `?user=`.
+    pub fn client_url(&self, base: &str, user: &str) -> String {
+        client_url(self.token_secret.as_deref(), base, user)
+    }
+}
+
+/// See [`Cli::client_url`]; for tasks that hold only the secret.
+pub fn client_url(secret: Option<&str>, base: &str, user: &str) -> String {
+    match secret {
+        Some(s) => {
+            let token = shardcast_testkit::token::connection(
+                s,
+                user,
+                std::time::Duration::from_secs(24 * 3600),
+                None,
+                &[],
+            );
+            format!("{base}?token={token}")
+        }
+        None => format!("{base}?user={user}"),
+    }
 }

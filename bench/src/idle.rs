@@ -24,6 +24,26 @@ use tokio::time::{Instant, sleep};
 use tokio_tungstenite::client_async_with_config;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+/// What each idle connection is besides open: authenticated with a token, and
+/// subscribed to one of `rooms` channels `room:<i % rooms>` (0: none), to measure
+/// the cost of a subscription (and of presence, where the namespace has it).
+#[derive(Debug, Clone, Default)]
+pub struct Opts {
+    pub secret: Option<String>,
+    pub rooms: usize,
+}
+
+impl Opts {
+    /// The flags that give a worker process the same options.
+    fn args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(s) = &self.secret {
+            a.extend(["--token-secret".to_string(), s.clone()]);
+        }
+        a
+    }
+}
+
 /// Connections `first..first + count` of a run, held by this process.
 pub struct Holding {
     tasks: Vec<JoinHandle<bool>>,
@@ -37,6 +57,7 @@ pub async fn open(
     first: usize,
     count: usize,
     sources: u8,
+    opts: &Opts,
 ) -> Result<Holding, String> {
     let mut addrs = Vec::new();
     for url in urls {
@@ -54,7 +75,11 @@ pub async fn open(
     for i in first..first + count {
         let (addr, url) = (
             addrs[i % addrs.len()],
-            format!("{}?user=idle-{i}", urls[i % urls.len()]),
+            crate::cli::client_url(
+                opts.secret.as_deref(),
+                &urls[i % urls.len()],
+                &format!("idle-{i}"),
+            ),
         );
         let src = IpAddr::V4(Ipv4Addr::new(
             127,
@@ -63,9 +88,13 @@ pub async fn open(
             2 + (i % sources.max(1) as usize) as u8,
         ));
         let (gate, stop, ok, done) = (gate.clone(), stop.clone(), ok.clone(), done.clone());
+        let room = (opts.rooms > 0).then(|| format!("room:{}", i % opts.rooms));
         tasks.push(tokio::spawn(async move {
-            let connect = async {
-                let _permit = gate.acquire_owned().await.ok()?;
+            // A refused handshake (e.g. a 503 from the server's cap on connections
+            // in progress during the storm) is retried a few times after a pause,
+            // as a client library would.
+            let connect = || async {
+                let _permit = gate.acquire().await.ok()?;
                 let socket = TcpSocket::new_v4().ok()?;
                 socket.bind(SocketAddr::new(src, 0)).ok()?;
                 let stream = socket.connect(addr).await.ok()?;
@@ -75,12 +104,25 @@ pub async fn open(
                 let config = WebSocketConfig::default()
                     .read_buffer_size(4096)
                     .write_buffer_size(0);
-                client_async_with_config(url, stream, Some(config))
+                client_async_with_config(url.as_str(), stream, Some(config))
                     .await
                     .ok()
                     .map(|(ws, _)| ws)
             };
-            let ws = connect.await;
+            let mut ws = None;
+            for attempt in 0..5u64 {
+                ws = connect().await;
+                if ws.is_some() {
+                    break;
+                }
+                sleep(Duration::from_millis(200 * (attempt + 1))).await;
+            }
+            if let (Some(room), Some(w)) = (room, ws.as_mut()) {
+                let frame = format!(r#"{{"op":"subscribe","channel":"{room}","id":1}}"#);
+                if subscribe(w, frame).await.is_err() {
+                    ws = None;
+                }
+            }
             done.fetch_add(1, Ordering::Relaxed);
             let Some(mut ws) = ws else { return false };
             ok.fetch_add(1, Ordering::Relaxed);
@@ -127,8 +169,9 @@ pub async fn worker(
     first: usize,
     count: usize,
     sources: u8,
+    opts: &Opts,
 ) -> Result<(), String> {
-    let holding = open(urls, first, count, sources).await?;
+    let holding = open(urls, first, count, sources, opts).await?;
     println!("connected {}", holding.connected);
     let mut line = String::new();
     let _ = BufReader::new(tokio::io::stdin())
@@ -150,12 +193,14 @@ impl Child {
         first: usize,
         count: usize,
         sources: u8,
+        opts: &Opts,
     ) -> Result<Child, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut child = tokio::process::Command::new(exe)
-            .arg("--url")
-            .arg(urls.join(","))
+        let mut command = tokio::process::Command::new(exe);
+        command.arg("--url").arg(urls.join(",")).args(opts.args());
+        let mut child = command
             .arg("idle-worker")
+            .args(["--rooms", &opts.rooms.to_string()])
             .args(["--first", &first.to_string(), "--count", &count.to_string()])
             .args(["--sources", &sources.to_string()])
             .stdin(Stdio::piped())
@@ -209,6 +254,7 @@ pub struct IdleReport {
 
 pub struct Plan<'a> {
     pub urls: &'a [String],
+    pub opts: Opts,
     pub pids: &'a [u32],
     pub connections: usize,
     pub hold: u64,
@@ -271,14 +317,14 @@ pub async fn run(plan: Plan<'_>) -> Result<IdleReport, String> {
     let before: Vec<u64> = plan.pids.iter().map(rss).collect();
     let procs = plan.procs.max(1);
     let holders = if procs == 1 {
-        Holders::Here(open(plan.urls, 0, plan.connections, plan.sources).await?)
+        Holders::Here(open(plan.urls, 0, plan.connections, plan.sources, &plan.opts).await?)
     } else {
         let share = plan.connections.div_ceil(procs);
         let mut workers = Vec::new();
         for p in 0..procs {
             let first = p * share;
             let count = share.min(plan.connections.saturating_sub(first));
-            workers.push(Child::spawn(plan.urls, first, count, plan.sources).await?);
+            workers.push(Child::spawn(plan.urls, first, count, plan.sources, &plan.opts).await?);
         }
         let mut said = Vec::new();
         for mut c in workers {
@@ -357,4 +403,32 @@ pub fn print(r: &IdleReport) {
         "{:<28} {:.1} MiB",
         "bench RSS (largest process)", r.bench_rss_mib
     );
+}
+
+/// Sends a subscribe and waits for its `ok` (other frames, e.g. `connected`, skipped).
+async fn subscribe<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    frame: String,
+) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::text(frame))
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t.contains(r#""id":1"#) => {
+                return if t.contains(r#""op":"ok""#) {
+                    Ok(())
+                } else {
+                    Err(t.to_string())
+                };
+            }
+            Ok(Some(Ok(_))) => {}
+            other => return Err(format!("no answer: {other:?}")),
+        }
+    }
 }

@@ -139,7 +139,7 @@ pub async fn run_load(cli: &Cli, scenario: Scenario, load: &Load) -> Result<Repo
     let gate = Arc::new(Semaphore::new(256));
     let mut subs = Vec::new();
     for (ch, inst) in &members {
-        let url = format!("{}?user=bench-{}", urls[*inst], subs.len());
+        let url = cli.client_url(&urls[*inst], &format!("bench-{}", subs.len()));
         let gate = gate.clone();
         let ch = *ch;
         subs.push(tokio::spawn(async move {
@@ -227,7 +227,7 @@ pub async fn run_load(cli: &Cli, scenario: Scenario, load: &Load) -> Result<Repo
     let started = Instant::now();
     let mut pubs = Vec::new();
     for p in 0..publishers {
-        let url = format!("{}?user=bench-pub-{p}", urls[p % n]);
+        let url = cli.client_url(&urls[p % n], &format!("bench-pub-{p}"));
         let counters = counters.clone();
         let rate = load.rate / publishers as f64;
         let duration = Duration::from_secs(load.duration);

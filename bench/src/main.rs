@@ -8,10 +8,12 @@
 //! load generator, not the server, is the bottleneck.
 //!
 //! Modules: [`cli`] (modes), [`load`] (one load step), [`meter`] (/proc), [`report`],
-//! [`saturate`], [`storm`], [`churn`], [`idle`], [`wire`] (in-place frame reading).
+//! [`saturate`], [`storm`], [`churn`], [`idle`], [`wire`] (in-place frame reading),
+//! [`floor`] (the reference server every figure is quoted beside).
 
 mod churn;
 mod cli;
+mod floor;
 mod idle;
 mod load;
 mod meter;
@@ -61,9 +63,14 @@ async fn run(cli: Cli) -> Result<(), String> {
             hold,
             sources,
             procs,
+            rooms,
         } => {
             let r = idle::run(idle::Plan {
                 urls: &cli.url,
+                opts: idle::Opts {
+                    secret: cli.token_secret.clone(),
+                    rooms,
+                },
                 pids: &cli.server_pid,
                 connections,
                 hold,
@@ -78,19 +85,35 @@ async fn run(cli: Cli) -> Result<(), String> {
             first,
             count,
             sources,
-        } => idle::worker(&cli.url, first, count, sources).await?,
+            rooms,
+        } => {
+            let opts = idle::Opts {
+                secret: cli.token_secret.clone(),
+                rooms,
+            };
+            idle::worker(&cli.url, first, count, sources, &opts).await?
+        }
         Mode::Storm { clients, channels } => storm::storm(&cli, clients, channels).await?,
         Mode::Churn(args) => churn::run(&cli, &args).await?,
+        Mode::Floor { .. } => return Err("the floor runs on its own runtime".into()),
     }
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // Each client is a socket; use as many as this process may (its hard limit).
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    match run(cli).await {
+    let result = match cli.mode {
+        Mode::Floor {
+            listen,
+            worker_threads,
+        } => floor::serve(listen, worker_threads),
+        _ => tokio::runtime::Runtime::new()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| rt.block_on(run(cli))),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shardcast-bench: {e}");

@@ -23,14 +23,20 @@ struct StormReport {
 
 pub async fn storm(cli: &Cli, clients: usize, channels: usize) -> Result<(), String> {
     let urls = cli.url.clone();
+    let secret = cli.token_secret.clone();
     let subscribe_all = |round: u32| {
         let urls = urls.clone();
+        let secret = secret.clone();
         async move {
             let gate = Arc::new(Semaphore::new(1024));
             let started = Instant::now();
             let mut tasks = Vec::new();
             for i in 0..clients {
-                let url = format!("{}?user=storm-{i}", urls[i % urls.len()]);
+                let url = crate::cli::client_url(
+                    secret.as_deref(),
+                    &urls[i % urls.len()],
+                    &format!("storm-{i}"),
+                );
                 let gate = gate.clone();
                 tasks.push(tokio::spawn(async move {
                     let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;

@@ -18,17 +18,23 @@ struct Server {
 
 impl Server {
     async fn start() -> Server {
-        let config = shardcast::config::Config::from_args([
+        Server::start_with(&["--insecure"]).await
+    }
+
+    /// A server with `auth` (`--insecure`, or token keys) and client publishing on,
+    /// rate limits off.
+    async fn start_with(auth: &[&str]) -> Server {
+        let mut args = vec![
             "shardcast",
-            "--insecure",
             "--client-publish",
             "authenticated",
             "--publish-rate",
             "0",
             "--subscribe-rate",
             "0",
-        ])
-        .expect("config");
+        ];
+        args.extend_from_slice(auth);
+        let config = shardcast::config::Config::from_args(args).expect("config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -304,5 +310,117 @@ async fn bench_rooms_and_storm_account_for_every_client() {
         40,
         "20 clients connected twice"
     );
+    server.shutdown().await;
+}
+
+/// A load report that accounts for every delivery: at least `min` published, each
+/// delivered `fanout` times, none lost, duplicated or malformed.
+fn assert_complete(r: &serde_json::Value, fanout: u64, min: u64) {
+    let published = r["published"].as_u64().expect("published");
+    assert!(published >= min, "{r}");
+    assert_eq!(
+        r["expected_deliveries"].as_u64(),
+        Some(published * fanout),
+        "{r}"
+    );
+    assert_eq!(r["delivered"].as_u64(), Some(published * fanout), "{r}");
+    assert_eq!(
+        (
+            r["lost"].as_u64(),
+            r["duplicated"].as_u64(),
+            r["errors"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0)),
+        "{r}"
+    );
+}
+
+/// The floor (the reference server every figure is quoted beside) speaks the
+/// protocol subset the load modes use: a broadcast against it accounts for every
+/// delivery, and so does a rooms run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_floor_reference_server_delivers_every_message_of_a_broadcast_and_of_rooms() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let mut floor = Command::new(env!("CARGO_BIN_EXE_shardcast-bench"))
+        .args(["floor", "--listen", &listen, "--worker-threads", "1"])
+        .spawn()
+        .expect("start the floor");
+    let mut up = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(&listen).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the floor did not listen on {listen}");
+    let url = format!("ws://{listen}/ws");
+    let pid = floor.id().to_string();
+    let (_, r) = bench(&[
+        "--url",
+        &url,
+        "--server-pid",
+        &pid,
+        "broadcast",
+        "--clients",
+        "20",
+        "--rate",
+        "100",
+        "--duration",
+        "2",
+    ])
+    .await;
+    assert_complete(&r, 20, 150);
+    assert!(
+        r["server_cpu_seconds"].as_f64().expect("cpu") > 0.0,
+        "the floor's CPU is metered: {r}"
+    );
+    let (_, r) = bench(&[
+        "--url",
+        &url,
+        "rooms",
+        "--clients",
+        "30",
+        "--rate",
+        "200",
+        "--duration",
+        "2",
+    ])
+    .await;
+    assert_complete(&r, 3, 300);
+    let _ = floor.kill();
+    let _ = floor.wait();
+}
+
+/// With `--token-secret` every client of the tool connects with a signed token (the
+/// server refuses `?user=` without `--insecure`), and the report still accounts for
+/// every delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_clients_authenticate_with_tokens_when_given_the_secret() {
+    let secret = "bench-tool-test-secret-0123456789abcdef";
+    let server = Server::start_with(&["--token-hmac-secret", secret, "--token-in-query"]).await;
+    let before = server.metrics().await;
+    let (_, r) = bench(&[
+        "--url",
+        &server.url(),
+        "--token-secret",
+        secret,
+        "broadcast",
+        "--clients",
+        "10",
+        "--rate",
+        "50",
+        "--duration",
+        "1",
+    ])
+    .await;
+    assert_complete(&r, 10, 40);
+    let after = server.metrics().await;
+    // 10 subscribers and the publisher, each verified.
+    assert_eq!(delta(&after, &before, "shardcast_connections_total"), 11);
     server.shutdown().await;
 }

@@ -14,6 +14,7 @@ use crate::codes::ErrorCode;
 use crate::history::MAX_PAGE;
 use crate::node::Node;
 use crate::node::sessions::Command;
+use crate::protocol::HistoryAnswer;
 use crate::protocol::{check_depth, check_idempotency_key};
 
 /// A refusal, counted by code.
@@ -178,23 +179,11 @@ pub async fn history(node: Arc<Node>, q: HistoryQuery) -> Result<Response, Rejec
         .history(&channel, q.since.unwrap_or(0), limit)
         .await
         .map_err(|e| reject(&node, (&e).into()))?;
-    let publications: Vec<serde_json::Value> = page
-        .publications
-        .iter()
-        .map(|p| {
-            let mut v = json!({ "offset": p.offset, "data": p.data });
-            if let Some(from) = &p.from {
-                v["from"] = json!(from.as_str());
-            }
-            v
-        })
-        .collect();
-    Ok(warp::reply::json(&json!({
-        "channel": channel.as_str(),
-        "epoch": page.epoch,
-        "offset": page.top,
-        "complete": page.complete,
-        "publications": publications,
-    }))
-    .into_response())
+    let body = HistoryAnswer::new(None, None, channel.as_str(), &page).to_bytes();
+    let mut response = Response::new(body.into());
+    response.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
 }

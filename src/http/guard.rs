@@ -224,7 +224,7 @@ impl Drop for Pending {
 }
 
 /// The answer to a connection turned away before anything was read from it.
-const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 87\r\n\r\n{\"error\":{\"code\":\"unavailable\",\"message\":\"too many connections in progress; retry\"}}\n";
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 85\r\n\r\n{\"error\":{\"code\":\"unavailable\",\"message\":\"too many connections in progress; retry\"}}\n";
 
 impl FrontDoor {
     pub fn new(limits: Limits, metrics: Metrics) -> Arc<FrontDoor> {
@@ -408,6 +408,22 @@ where
 
 #[cfg(test)]
 mod tests {
+    use super::BUSY;
+
+    #[test]
+    fn the_busy_answer_announces_its_own_length() {
+        let text = std::str::from_utf8(BUSY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let announced: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(announced, body.len());
+        assert!(serde_json::from_str::<serde_json::Value>(body).is_ok());
+    }
+
     use super::*;
 
     fn limits() -> Limits {

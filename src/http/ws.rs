@@ -224,7 +224,7 @@ pub fn upgrade(
         ApiError::new(ErrorCode::BadRequest, "this connection cannot be upgraded")
     })?;
     let upgrade_timeout = node.config().front.upgrade_timeout;
-    tokio::spawn(async move {
+    let task = async move {
         // hyper hands the socket over once the 101 is written. The connection task
         // closes (and counts) a connection whose 101 is not taken in time
         // (guard.rs); this is only the backstop for this task.
@@ -241,11 +241,15 @@ pub fn upgrade(
                     Some(config),
                 )
                 .await;
-                session::serve(ws, node, start, shutdown, drain).await;
+                // Its own task: this one (the upgrade, its timeout and what it
+                // captured) ends here and frees its memory, instead of living on,
+                // thousands of bytes per connection, beside the session it awaits.
+                tokio::spawn(session::serve(ws, node, start, shutdown, drain));
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
-    });
+    };
+    tokio::spawn(task);
     let mut res = Response::default();
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = res.headers_mut();

@@ -11,4 +11,4 @@ pub use client::{
     Request, Since, check_epoch, check_idempotency_key, parse_client_frame,
 };
 pub use depth::check_depth;
-pub use server::{ServerFrame, answer, message_frame};
+pub use server::{HistoryAnswer, HistoryEntry, ServerFrame, answer, message_frame};

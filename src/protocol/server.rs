@@ -109,6 +109,70 @@ pub fn answer(op: &str, id: Option<u64>, body: serde_json::Value) -> bytes::Byte
     bytes::Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
 }
 
+/// A page of history as a client (`history` op) or the HTTP API receives it.
+///
+/// Typed rather than built as a `serde_json::Value`: `data` and `info` pass through
+/// byte for byte (keys keep their order, numbers their digits) and are never
+/// re-parsed, so no nesting limit or conversion can fail on the way out.
+#[derive(Serialize)]
+pub struct HistoryAnswer<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub op: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    pub channel: &'a str,
+    pub epoch: &'a str,
+    pub offset: u64,
+    pub complete: bool,
+    pub publications: Vec<HistoryEntry<'a>>,
+}
+
+/// One publication of a [`HistoryAnswer`].
+#[derive(Serialize)]
+pub struct HistoryEntry<'a> {
+    pub offset: Option<u64>,
+    pub data: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub info: Option<&'a RawValue>,
+}
+
+impl<'a> HistoryAnswer<'a> {
+    /// The answer to `history` request `id` over a socket (`op` set), or the HTTP
+    /// body (`id` `None`, no `op`).
+    pub fn new(
+        op: Option<&'static str>,
+        id: Option<u64>,
+        channel: &'a str,
+        page: &'a crate::history::HistoryPage,
+    ) -> HistoryAnswer<'a> {
+        HistoryAnswer {
+            op,
+            id,
+            channel,
+            epoch: &page.epoch,
+            offset: page.top,
+            complete: page.complete,
+            publications: page
+                .publications
+                .iter()
+                .map(|p| HistoryEntry {
+                    offset: p.offset,
+                    data: &p.data,
+                    from: p.from.as_ref().map(|u| u.as_str()),
+                    info: p.info.as_deref(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn to_bytes(&self) -> bytes::Bytes {
+        // Serializing borrowed strings, numbers and raw JSON cannot fail.
+        bytes::Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+}
+
 /// Serializes a `message` frame (or, for join/leave publications, a `join` or
 /// `leave` frame). Called once per publication per instance.
 pub fn message_frame(p: &Publication) -> bytes::Bytes {
@@ -184,6 +248,46 @@ mod tests {
             std::str::from_utf8(&f)
                 .unwrap()
                 .ends_with(r#""from":"u","info":{"n":1}}"#)
+        );
+    }
+
+    #[test]
+    fn history_answers_pass_data_through_verbatim_at_any_depth() {
+        // Key order, a number beyond 64 bits and 200 levels of nesting (more than
+        // serde_json::Value may hold) all come back exactly as published.
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let data = [
+            r#"{"z":1,"a":123456789012345678901234567890}"#,
+            deep.as_str(),
+        ];
+        let mut page = crate::history::HistoryPage {
+            epoch: "e1".into(),
+            top: 2,
+            publications: Vec::new(),
+            complete: true,
+        };
+        for (i, d) in data.iter().enumerate() {
+            let mut p = Publication::new(
+                Channel::parse("h").unwrap(),
+                RawValue::from_string((*d).to_string()).unwrap(),
+                UserId::parse("u").ok(),
+            );
+            p.offset = Some(i as u64 + 1);
+            page.publications.push(p);
+        }
+        let socket = HistoryAnswer::new(Some("history"), Some(7), "h", &page).to_bytes();
+        let text = std::str::from_utf8(&socket).unwrap();
+        assert!(
+            text.starts_with(r#"{"op":"history","id":7,"channel":"h","epoch":"e1","offset":2,"complete":true,"publications":[{"offset":1,"data":{"z":1,"a":123456789012345678901234567890},"from":"u"},{"offset":2,"data":[[[["#),
+            "{}",
+            &text[..200.min(text.len())]
+        );
+        assert!(text.contains(&deep));
+        let http = HistoryAnswer::new(None, None, "h", &page).to_bytes();
+        assert!(
+            std::str::from_utf8(&http)
+                .unwrap()
+                .starts_with(r#"{"channel":"h","#)
         );
     }
 

@@ -17,6 +17,7 @@ use crate::codes::{CloseCode, ErrorCode};
 use crate::node::Node;
 use crate::outbox::Outbox;
 use crate::protocol::{FrameError, Request, ServerFrame, parse_client_frame};
+use crate::shutdown::Shutdown;
 
 /// Waits for a valid `connect`; returns the identity and the request's id, or
 /// `None` when the connection is to end (the closer says why).
@@ -27,6 +28,7 @@ pub async fn await_connect<S: AsyncRead + AsyncWrite + Unpin>(
     closer: &Closer,
     mut close_rx: watch::Receiver<Option<CloseReason>>,
     liveness: &Liveness,
+    shutdown: &mut Shutdown,
 ) -> Option<(Authenticated, Option<u64>)> {
     let metrics = node.metrics();
     let deadline = sleep(node.config().auth.connect_timeout);
@@ -45,6 +47,12 @@ pub async fn await_connect<S: AsyncRead + AsyncWrite + Unpin>(
                 return None;
             }
             _ = close_rx.changed() => return None,
+            // Shutting down: 1012 like every session, not a silent wait for the
+            // connect timeout.
+            _ = shutdown.recv() => {
+                closer.close(CloseCode::ServiceRestart);
+                return None;
+            }
         };
         let text = match msg {
             None => {

@@ -77,7 +77,7 @@ pub async fn serve<S>(
     ws: WebSocketStream<S>,
     node: Arc<Node>,
     start: Start,
-    shutdown: Shutdown,
+    mut shutdown: Shutdown,
     _drain: mpsc::Sender<()>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -89,14 +89,15 @@ pub async fn serve<S>(
     let (sink, mut stream) = ws.split();
     let (closer, close_rx) = Closer::new();
     let liveness = Arc::new(Liveness::new());
-    let writer = tokio::spawn(writer::write_loop(
+    let writer_task = writer::write_loop(
         sink,
         outbox_rx,
         closer.clone(),
         close_rx.clone(),
         liveness.clone(),
         node.clone(),
-    ));
+    );
+    let writer = tokio::spawn(writer_task);
 
     // Who is it? Request futures are boxed: large and rare, inlined they would make
     // every idle connection's task that much bigger.
@@ -110,6 +111,7 @@ pub async fn serve<S>(
                 &closer,
                 close_rx.clone(),
                 &liveness,
+                &mut shutdown,
             ))
             .await
         }
@@ -130,8 +132,8 @@ pub async fn serve<S>(
             let inbox = node.register_session(&user, id);
             let config = node.config();
             // Sent once the personal channel is live (in `setup`): a client that
-            // sees `connected` has a working connection, not one about to be
-            // closed with 1013.
+            // sees `connected` can be reached on it. (A channel of its token that
+            // cannot be subscribed still closes it with 1013 afterwards.)
             let connected = ServerFrame::Connected {
                 id: connect_id,
                 client: &auth.identity.client,

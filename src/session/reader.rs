@@ -28,7 +28,9 @@ use crate::node::sessions::{Command, Inbox};
 use crate::node::{Ack, Node, PublishRequest};
 use crate::outbox::Outbox;
 use crate::policy;
-use crate::protocol::{ClientFrame, FrameError, Request, ServerFrame, answer, parse_client_frame};
+use crate::protocol::{
+    ClientFrame, FrameError, HistoryAnswer, Request, ServerFrame, answer, parse_client_frame,
+};
 use crate::shutdown::Shutdown;
 
 /// What the session knows about one of its subscriptions.
@@ -584,31 +586,9 @@ impl Session {
                     .history(&channel, since, limit)
                     .await
                     .map_err(|e| refusal(id, &e))?;
-                let publications: Vec<serde_json::Value> = page
-                    .publications
-                    .iter()
-                    .map(|p| {
-                        let mut v = json!({ "offset": p.offset, "data": p.data });
-                        if let Some(from) = &p.from {
-                            v["from"] = json!(from);
-                        }
-                        if let Some(info) = &p.info {
-                            v["info"] = json!(info);
-                        }
-                        v
-                    })
-                    .collect();
-                self.send(answer(
-                    "history",
-                    id,
-                    json!({
-                        "channel": channel,
-                        "epoch": page.epoch,
-                        "offset": page.top,
-                        "complete": page.complete,
-                        "publications": publications,
-                    }),
-                ));
+                self.send(
+                    HistoryAnswer::new(Some("history"), id, channel.as_str(), &page).to_bytes(),
+                );
             }
         }
         Ok(())

@@ -55,17 +55,25 @@ pub async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
     // When frames were last written, for write coalescing.
     let mut last_write: Option<Instant> = None;
 
+    // The two timers live as long as the connection and are reset, not rebuilt:
+    // a `Sleep` made per loop turn is a timer-wheel insert and remove per
+    // delivery, which at low rates (one frame per wakeup) is a measurable share
+    // of the cost of a write.
+    let ping_timer = sleep_until(next_ping);
+    tokio::pin!(ping_timer);
+    let pong_timer = sleep_until(next_ping);
+    tokio::pin!(pong_timer);
+
     let reason = loop {
         if let Some(reason) = *close_rx.borrow_and_update() {
             break reason;
         }
-        let deadline = awaiting.map(|(_, d)| d);
         let step = tokio::select! {
             biased;
             _ = close_rx.changed() => Step::Recheck,
             _ = overflow.overflowed() => Step::Overflow,
-            _ = sleep_until(deadline.unwrap_or(next_ping)), if deadline.is_some() => Step::PongDeadline,
-            _ = sleep_until(next_ping) => Step::Ping,
+            _ = &mut pong_timer, if awaiting.is_some() => Step::PongDeadline,
+            _ = &mut ping_timer => Step::Ping,
             _ = rx.recv_batch(&mut batch, MAX_BATCH) => Step::Frames,
         };
         match step {
@@ -82,8 +90,10 @@ pub async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
             Step::Ping => {
                 let now = Instant::now();
                 next_ping = now + config.ping_interval;
+                ping_timer.as_mut().reset(next_ping);
                 if awaiting.is_none() {
                     awaiting = Some((now, now + config.pong_timeout));
+                    pong_timer.as_mut().reset(now + config.pong_timeout);
                 }
                 let ping = Some(Message::Ping(Bytes::new()));
                 write_batch(
