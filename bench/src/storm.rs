@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use crate::cli::Cli;
 use crate::load::{Ws, connect, request};
+use crate::meter::Meter;
 use crate::report::write_json;
 
 #[derive(Serialize)]
@@ -19,6 +20,9 @@ struct StormReport {
     all_resubscribed_ms: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Server CPU (the `--server-pid` processes) per reconnect: handshake, identity
+    /// (token verification with `--token-secret`), session setup and subscribe.
+    server_cpu_us_per_connect: f64,
 }
 
 pub async fn storm(cli: &Cli, clients: usize, channels: usize) -> Result<(), String> {
@@ -63,7 +67,11 @@ pub async fn storm(cli: &Cli, clients: usize, channels: usize) -> Result<(), Str
     let (first, _) = subscribe_all(1).await;
     let connected = first.len();
     drop(first); // every client drops at once
+    // The servers' work for the disconnects is not the reconnects' cost.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let meter = Meter::start(&cli.server_pid);
     let (second, total) = subscribe_all(2).await;
+    let (cpu, _, _, _) = meter.finish();
     let mut times: Vec<f64> = second
         .iter()
         .map(|(_, d)| d.as_secs_f64() * 1000.0)
@@ -82,6 +90,7 @@ pub async fn storm(cli: &Cli, clients: usize, channels: usize) -> Result<(), Str
         all_resubscribed_ms: total.as_secs_f64() * 1000.0,
         p50_ms: q(0.5),
         p99_ms: q(0.99),
+        server_cpu_us_per_connect: cpu * 1e6 / second.len().max(1) as f64,
     };
     println!(
         "{:<28} {} (first connect: {connected})",
@@ -94,6 +103,10 @@ pub async fn storm(cli: &Cli, clients: usize, channels: usize) -> Result<(), Str
     println!(
         "{:<28} p50 {:.0} ms  p99 {:.0} ms",
         "per client", r.p50_ms, r.p99_ms
+    );
+    println!(
+        "{:<28} {:.1} µs per connect + subscribe",
+        "server CPU", r.server_cpu_us_per_connect
     );
     write_json(cli, &r);
     Ok(())
