@@ -32,19 +32,20 @@ fn tok(user: &str, name: &str) -> String {
     )
 }
 
+/// A server with the namespaces above, tokens signed with [`SECRET`], and `extra`
+/// flags; its WebSocket URL; the config file (removed when dropped).
+async fn server(extra: &[&str]) -> (TestServer, String, ConfigFile) {
+    let file = ConfigFile::new(NAMESPACES);
+    let mut args = vec!["--config", file.path(), "--token-hmac-secret", SECRET];
+    args.extend_from_slice(extra);
+    let s = TestServer::start(secure_config(&args)).await;
+    let url = format!("ws://{}/ws", s.addr);
+    (s, url, file)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_lists_members_with_their_info_and_join_leave_reach_subscribers_in_order() {
-    let file = ConfigFile::new(NAMESPACES);
-    let s = TestServer::start(secure_config(&[
-        "--config",
-        file.path(),
-        "--token-hmac-secret",
-        SECRET,
-        "--api-key",
-        "k",
-    ]))
-    .await;
-    let url = format!("ws://{}/ws", s.addr);
+    let (s, url, _file) = server(&["--api-key", "k"]).await;
     let mut alice = Client::with_token(&url, &tok("alice", "Alice")).await;
     alice.subscribe("room:1", 1).await;
     let me = alice.next_op("join").await;
@@ -147,17 +148,7 @@ async fn presence_lists_members_with_their_info_and_join_leave_reach_subscribers
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_subscribers_may_ask_and_bad_requests_get_error_frames() {
-    let file = ConfigFile::new(NAMESPACES);
-    let s = TestServer::start(secure_config(&[
-        "--config",
-        file.path(),
-        "--token-hmac-secret",
-        SECRET,
-        "--presence-max",
-        "2",
-    ]))
-    .await;
-    let url = format!("ws://{}/ws", s.addr);
+    let (s, url, _file) = server(&["--presence-max", "2"]).await;
     let mut c = Client::with_token(&url, &tok("carol", "Carol")).await;
     let cases = [
         (json!({"op":"presence","channel":"room:2"}), "forbidden"),

@@ -13,7 +13,6 @@ use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
 use super::error::ApiError;
-use crate::auth::{ApiAccess, apikey};
 use crate::channel::Channel;
 use crate::codes::ErrorCode;
 use crate::node::Node;
@@ -21,32 +20,6 @@ use crate::node::Node;
 const INDEX: &str = include_str!("dashboard/index.html");
 const APP: &str = include_str!("dashboard/app.js");
 const STYLE: &str = include_str!("dashboard/style.css");
-
-/// The admin key check: a 401 JSON error without an admin or API key.
-pub fn admin_key(node: Arc<Node>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    warp::header::optional::<String>("authorization")
-        .and(warp::header::optional::<String>("x-api-key"))
-        .and_then(
-            move |authorization: Option<String>, x_api_key: Option<String>| {
-                let node = node.clone();
-                async move {
-                    let key = apikey::presented(authorization.as_deref(), x_api_key.as_deref());
-                    match node.auth().admin(key.as_deref()) {
-                        ApiAccess::Granted => Ok(()),
-                        ApiAccess::Refused(why) => {
-                            node.metrics()
-                                .auth_failure(crate::metrics::AuthFailure::AdminKey);
-                            Err(warp::reject::custom(ApiError::new(
-                                ErrorCode::Unauthorized,
-                                why,
-                            )))
-                        }
-                    }
-                }
-            },
-        )
-        .untuple_one()
-}
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
     let mut r = warp::reply::with_header(body, "content-type", content_type).into_response();

@@ -73,7 +73,7 @@ pub fn routes(
 
     let publish = warp::path!("api" / "publish")
         .and(warp::post())
-        .and(api_key(node.clone()))
+        .and(key(node.clone(), Key::Api))
         .and(with_node.clone())
         // The body is buffered, so its size is bounded before it is read (413 above
         // the hard limit; between the soft and hard limit `publish` answers 413 too),
@@ -116,40 +116,40 @@ pub fn routes(
 
     let history = warp::path!("api" / "history")
         .and(warp::get())
-        .and(api_key(node.clone()))
+        .and(key(node.clone(), Key::Api))
         .and(with_node.clone())
         .and(warp::query::<api::HistoryQuery>())
         .and_then(api::history);
 
     let presence = warp::path!("api" / "presence")
         .and(warp::get())
-        .and(api_key(node.clone()))
+        .and(key(node.clone(), Key::Api))
         .and(with_node.clone())
         .and(warp::query::<api::ChannelQuery>())
         .and_then(api::presence);
 
     let presence_stats = warp::path!("api" / "presence_stats")
         .and(warp::get())
-        .and(api_key(node.clone()))
+        .and(key(node.clone(), Key::Api))
         .and(with_node.clone())
         .and(warp::query::<api::ChannelQuery>())
         .and_then(api::presence_stats);
 
     let cluster = warp::path!("api" / "cluster")
         .and(warp::get())
-        .and(admin::admin_key(node.clone()))
+        .and(key(node.clone(), Key::Admin))
         .and(with_node.clone())
         .map(|node: Arc<Node>| warp::reply::json(&node.describe()).into_response());
 
     let instances = warp::path!("api" / "instances")
         .and(warp::get())
-        .and(admin::admin_key(node.clone()))
+        .and(key(node.clone(), Key::Admin))
         .and(with_node.clone())
         .and_then(admin::instances);
 
     let lookup = warp::path!("api" / "channel")
         .and(warp::get())
-        .and(admin::admin_key(node.clone()))
+        .and(key(node.clone(), Key::Admin))
         .and(with_node.clone())
         .and(warp::query::<admin::LookupQuery>())
         .and_then(admin::lookup);
@@ -162,7 +162,7 @@ pub fn routes(
             }
         })
         .and(warp::post())
-        .and(api_key(node.clone()))
+        .and(key(node.clone(), Key::Api))
         .and(with_node)
         .and(guard::body(front, 64 * 1024))
         .and_then(api::command);
@@ -231,8 +231,21 @@ pub fn metrics_response() -> Response {
     .into_response()
 }
 
-/// The API key check of `/api/*` routes: a 401 JSON error without a valid key.
-fn api_key(node: Arc<Node>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+/// Which key a route needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Key {
+    /// An API key: the backend's `/api/*` routes.
+    Api,
+    /// An admin key or an API key: the dashboard's routes.
+    Admin,
+}
+
+/// The key check of the `/api/*` routes (`Key::Api`) and of the admin routes
+/// (`Key::Admin`): a 401 JSON error, counted by reason, without a valid key.
+pub(crate) fn key(
+    node: Arc<Node>,
+    kind: Key,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     warp::header::optional::<String>("authorization")
         .and(warp::header::optional::<String>("x-api-key"))
         .and_then(
@@ -243,12 +256,23 @@ fn api_key(node: Arc<Node>) -> impl Filter<Extract = (), Error = Rejection> + Cl
                         authorization.as_deref(),
                         x_api_key.as_deref(),
                     );
-                    match node.auth().api(key.as_deref()) {
+                    let access = match kind {
+                        Key::Api => node.auth().api(key.as_deref()),
+                        Key::Admin => node.auth().admin(key.as_deref()),
+                    };
+                    match access {
                         crate::auth::ApiAccess::Granted => Ok(()),
                         crate::auth::ApiAccess::Refused(why) => {
-                            node.metrics()
-                                .auth_failure(crate::metrics::AuthFailure::ApiKey);
-                            node.metrics().error(ErrorCode::Unauthorized);
+                            match kind {
+                                Key::Api => {
+                                    node.metrics()
+                                        .auth_failure(crate::metrics::AuthFailure::ApiKey);
+                                    node.metrics().error(ErrorCode::Unauthorized);
+                                }
+                                Key::Admin => node
+                                    .metrics()
+                                    .auth_failure(crate::metrics::AuthFailure::AdminKey),
+                            }
                             Err(warp::reject::custom(ApiError::new(
                                 ErrorCode::Unauthorized,
                                 why,

@@ -34,7 +34,7 @@ use crate::outbox::outbox;
 use crate::protocol::{FrameError, ServerFrame};
 use crate::shutdown::Shutdown;
 use closer::{Closer, Liveness};
-use reader::{ChannelState, Session};
+use reader::Session;
 
 /// Who the connection is, as far as the upgrade request said.
 pub enum Start {
@@ -180,7 +180,8 @@ pub async fn serve<S>(
 impl Session {
     /// The personal channel, then `connected`, then the token's server-side
     /// subscriptions; false when the connection could not be set up (closed with
-    /// 1013, and no `connected` sent).
+    /// 1013: before `connected` if the personal channel failed, after it if a
+    /// channel of the token did).
     async fn setup(&mut self, connected: bytes::Bytes, channels: Vec<Channel>) -> bool {
         if let Some(personal) = self.personal.clone()
             && let Err(e) = self
@@ -201,29 +202,10 @@ impl Session {
         }
         self.outbox.push(connected, self.node.metrics());
         for channel in channels {
-            if self.channels.contains_key(&channel) || Some(&channel) == self.personal.as_ref() {
-                continue;
-            }
-            match self
-                .node
-                .subscribe(
-                    self.id,
-                    &self.identity,
-                    &self.outbox,
-                    &channel,
-                    None,
-                    Ack::Subscribed,
-                )
-                .await
-            {
-                Ok(()) => {
-                    self.channels.insert(channel, ChannelState::server());
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, %channel, "cannot subscribe a channel of the token; closing");
-                    self.closer.close(CloseCode::TryAgainLater);
-                    return false;
-                }
+            if let Err(e) = self.subscribe_server_side(channel.clone()).await {
+                tracing::warn!(error = %e, %channel, "cannot subscribe a channel of the token; closing");
+                self.closer.close(CloseCode::TryAgainLater);
+                return false;
             }
         }
         true

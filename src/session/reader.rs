@@ -173,30 +173,37 @@ impl Session {
         }
     }
 
+    /// Subscribes `channel` on the server's behalf (a channel of the connection
+    /// token, or `POST /api/subscribe`): answered with `subscribed`, and not the
+    /// client's to unsubscribe. A channel already held, or the personal one, is
+    /// left as it is.
+    pub(super) async fn subscribe_server_side(
+        &mut self,
+        channel: Channel,
+    ) -> Result<(), crate::node::NodeError> {
+        if self.channels.contains_key(&channel) || Some(&channel) == self.personal.as_ref() {
+            return Ok(());
+        }
+        self.node
+            .subscribe(
+                self.id,
+                &self.identity,
+                &self.outbox,
+                &channel,
+                None,
+                Ack::Subscribed,
+            )
+            .await?;
+        self.channels.insert(channel, ChannelState::server());
+        Ok(())
+    }
+
     async fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Disconnect => self.closer.close(CloseCode::Disconnected),
             Command::Subscribe { channel } => {
-                if self.channels.contains_key(&channel) || Some(&channel) == self.personal.as_ref()
-                {
-                    return;
-                }
-                match self
-                    .node
-                    .subscribe(
-                        self.id,
-                        &self.identity,
-                        &self.outbox,
-                        &channel,
-                        None,
-                        Ack::Subscribed,
-                    )
-                    .await
-                {
-                    Ok(()) => {
-                        self.channels.insert(channel, ChannelState::server());
-                    }
-                    Err(e) => tracing::warn!(%channel, error = %e, "server-side subscribe failed"),
+                if let Err(e) = self.subscribe_server_side(channel.clone()).await {
+                    tracing::warn!(%channel, error = %e, "server-side subscribe failed");
                 }
             }
             Command::Unsubscribe { channel } => {
