@@ -498,6 +498,16 @@ async fn http_api_publishes_as_the_server_and_reports_errors_as_json() {
             r#"{"channel":5,"data":1}"#,
             "bad_request",
         ),
+        // serde alone would read these positionally as {"channel":..,"data":..}
+        // and {"user":..}: the bodies must be objects.
+        ("POST", "/api/publish", 400, r#"["news",1]"#, "bad_request"),
+        (
+            "POST",
+            "/api/disconnect",
+            400,
+            r#"["alice"]"#,
+            "bad_request",
+        ),
         ("GET", "/nope", 404, "", "not_found"),
         ("GET", "/api/publish", 405, "", "method_not_allowed"),
         ("GET", "/ws", 400, "", "bad_request"),

@@ -14,7 +14,7 @@ use crate::codes::ErrorCode;
 use crate::history::MAX_PAGE;
 use crate::node::Node;
 use crate::node::sessions::Command;
-use crate::protocol::HistoryAnswer;
+use crate::protocol::{HistoryAnswer, from_object};
 use crate::protocol::{check_depth, check_idempotency_key};
 
 /// A refusal, counted by code.
@@ -51,7 +51,7 @@ pub async fn publish(node: Arc<Node>, body: bytes::Bytes) -> Result<Response, Re
             ),
         ));
     }
-    let parsed: PublishBody = serde_json::from_slice(&body).map_err(|e| {
+    let parsed: PublishBody = from_object(&body).map_err(|e| {
         reject(
             &node,
             ApiError::new(
@@ -101,7 +101,7 @@ pub async fn command(
     node: Arc<Node>,
     body: bytes::Bytes,
 ) -> Result<Response, Rejection> {
-    let parsed: CommandBody = serde_json::from_slice(&body).map_err(|e| {
+    let parsed: CommandBody = from_object(&body).map_err(|e| {
         reject(
             &node,
             ApiError::new(

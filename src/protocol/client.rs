@@ -7,6 +7,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
+use super::object::{ObjectError, from_object};
 use crate::channel::{Channel, NameError};
 use crate::codes::ErrorCode;
 
@@ -124,17 +125,16 @@ pub const MAX_HISTORY_LIMIT: usize = 1000;
 
 /// Parses one text frame.
 pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
-    // serde would happily read a struct from a JSON array, positionally.
-    if !text.trim_start().starts_with('{') {
-        return Err(FrameError::new(
+    let env: Envelope<'_> = from_object(text.as_bytes()).map_err(|e| match e {
+        ObjectError::NotAnObject => FrameError::new(
             None,
             ErrorCode::BadRequest,
             "a frame must be one JSON object",
-        ));
-    }
-    let env: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
-        let id = recover_id(text);
-        FrameError::new(id, ErrorCode::BadRequest, format!("invalid frame: {e}"))
+        ),
+        ObjectError::Json(e) => {
+            let id = recover_id(text);
+            FrameError::new(id, ErrorCode::BadRequest, format!("invalid frame: {e}"))
+        }
     })?;
     let id = match env.id {
         None => None,
@@ -260,14 +260,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
 }
 
 fn parse_since(raw: &RawValue, bad: &impl Fn(String) -> FrameError) -> Result<Since, FrameError> {
-    // As at the top level: serde reads a struct from an array positionally,
-    // which would make `[3,"e"]` a valid `since` nobody documented.
-    if !raw.get().starts_with('{') {
-        return Err(bad(
-            "field `since` must be {\"offset\":<u64>,\"epoch\":<string>}".into(),
-        ));
-    }
-    let since = serde_json::from_str::<Since>(raw.get()).map_err(|e| {
+    let since = from_object::<Since>(raw.get().as_bytes()).map_err(|e| {
         bad(format!(
             "field `since` must be {{\"offset\":<u64>,\"epoch\":<string>}}: {e}"
         ))

@@ -3,6 +3,7 @@
 
 mod client;
 mod depth;
+mod object;
 mod server;
 
 pub use crate::codes::ErrorCode;
@@ -11,4 +12,5 @@ pub use client::{
     Request, Since, check_epoch, check_idempotency_key, parse_client_frame,
 };
 pub use depth::check_depth;
+pub use object::{ObjectError, from_object};
 pub use server::{HistoryAnswer, HistoryEntry, ServerFrame, answer, message_frame};
