@@ -108,22 +108,45 @@ async fn pooled(addr: &str) -> Result<MultiplexedConnection> {
 /// Runs one command on one node (`ip:port`) over a pooled connection and converts
 /// the reply: `admin::query::<String>("127.0.0.1:7000", &redis::cmd("PING"))`. No
 /// redirects are followed (the node answers `MOVED` for a slot it does not own).
-/// A connection that failed is dropped from the pool and made anew next time.
+///
+/// A connection that failed is dropped from the pool. When the pooled connection
+/// turns out to be dead (broken pipe, reset, closed), the command is sent once more
+/// on a fresh one: the pool outlives clusters, and a node started on a port that an
+/// earlier, removed node used would otherwise fail its first command on the old
+/// node's dead connection (seen in CI as "Redis node ...: broken pipe" while a new
+/// cluster was being formed). A timeout is not retried: the command may have run.
 pub async fn query<T: redis::FromRedisValue>(addr: &str, cmd: &redis::Cmd) -> Result<T> {
     let mut conn = pooled(addr).await?;
     let r = cmd.query_async(&mut conn).await;
-    if let Err(e) = &r
-        && (e.is_io_error()
-            || e.is_timeout()
-            || e.is_connection_dropped()
-            || e.is_unrecoverable_error())
-    {
-        pool()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(addr);
+    match r {
+        Err(e) if e.is_io_error() || e.is_connection_dropped() => {
+            drop_pooled(addr);
+            let mut fresh = pooled(addr).await?;
+            let r = cmd.query_async(&mut fresh).await;
+            if r.as_ref().is_err_and(dead) {
+                drop_pooled(addr);
+            }
+            r.map_err(redis_err(addr))
+        }
+        r => {
+            if r.as_ref().is_err_and(dead) {
+                drop_pooled(addr);
+            }
+            r.map_err(redis_err(addr))
+        }
     }
-    r.map_err(redis_err(addr))
+}
+
+/// An error after which a connection is not reused.
+fn dead(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error()
+}
+
+fn drop_pooled(addr: &str) {
+    pool()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(addr);
 }
 
 fn cluster(sub: &str) -> redis::Cmd {
