@@ -58,9 +58,7 @@ struct LocalSubscriber {
 /// A channel with local subscribers.
 struct ChannelEntry {
     subscribers: IndexMap<SessionId, LocalSubscriber>,
-    /// Boxed: most channels keep no history, and a table of thousands of
-    /// personal channels should not carry its space inline.
-    sequence: Option<Box<Mutex<Sequence>>>,
+    sequence: Option<Mutex<Sequence>>,
     recent: Mutex<Recent>,
 }
 
@@ -132,7 +130,7 @@ impl Hub {
             self.metrics.channel(1);
             ChannelEntry {
                 subscribers: IndexMap::new(),
-                sequence: history.then(Box::default),
+                sequence: history.then(Mutex::default),
                 recent: Mutex::default(),
             }
         });
