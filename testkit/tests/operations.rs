@@ -131,40 +131,51 @@ async fn fewer_than_three_primaries_are_refused() {
 async fn a_node_restarted_on_the_same_port_is_reached_on_a_fresh_connection() {
     let port = shardcast_testkit::ports::free_port();
     let addr = format!("127.0.0.1:{port}");
+    // Killed when dropped, so a failing assertion leaves no server behind.
+    struct Node(std::process::Child);
+    impl Drop for Node {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let start = || {
-        std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server must be on PATH (apt-get install -y redis-server)")
+        Node(
+            std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server must be on PATH (apt-get install -y redis-server)"),
+        )
     };
     let ping = || async { admin::query::<String>(&addr, &redis::cmd("PING")).await };
-    let mut first = start();
+    let first = start();
     shardcast_testkit::eventually(
         "the first node to answer",
         Duration::from_secs(10),
         || async { ping().await.map_err(|e| e.to_string()) },
     )
     .await;
-    first.kill().expect("kill the first node");
-    first.wait().expect("reap the first node");
-    let mut second = start();
+    drop(first);
+    let _second = start();
     // Until the new node listens, connecting is refused; once it does, the pooled
     // connection (to the dead node) must not be what answers.
-    let up = tokio::time::Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(&addr).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < up,
-            "the second node never listened"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let answer = ping().await;
-    second.kill().expect("kill the second node");
-    let _ = second.wait();
+    shardcast_testkit::eventually(
+        "the second node to listen",
+        Duration::from_secs(10),
+        || async {
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
     assert_eq!(
-        answer.expect("a fresh connection to the restarted node"),
+        ping()
+            .await
+            .expect("a fresh connection to the restarted node"),
         "PONG"
     );
 }

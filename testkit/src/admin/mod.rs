@@ -117,24 +117,18 @@ async fn pooled(addr: &str) -> Result<MultiplexedConnection> {
 /// cluster was being formed). A timeout is not retried: the command may have run.
 pub async fn query<T: redis::FromRedisValue>(addr: &str, cmd: &redis::Cmd) -> Result<T> {
     let mut conn = pooled(addr).await?;
-    let r = cmd.query_async(&mut conn).await;
-    match r {
-        Err(e) if e.is_io_error() || e.is_connection_dropped() => {
-            drop_pooled(addr);
-            let mut fresh = pooled(addr).await?;
-            let r = cmd.query_async(&mut fresh).await;
-            if r.as_ref().is_err_and(dead) {
-                drop_pooled(addr);
-            }
-            r.map_err(redis_err(addr))
-        }
-        r => {
-            if r.as_ref().is_err_and(dead) {
-                drop_pooled(addr);
-            }
-            r.map_err(redis_err(addr))
-        }
+    let mut r = cmd.query_async(&mut conn).await;
+    if r.as_ref()
+        .is_err_and(|e| e.is_io_error() || e.is_connection_dropped())
+    {
+        drop_pooled(addr);
+        let mut fresh = pooled(addr).await?;
+        r = cmd.query_async(&mut fresh).await;
     }
+    if r.as_ref().is_err_and(dead) {
+        drop_pooled(addr);
+    }
+    r.map_err(redis_err(addr))
 }
 
 /// An error after which a connection is not reused.
