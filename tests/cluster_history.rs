@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::json;
+use shardcast_testkit::Shardcast;
 use support::cluster::{Load, cluster, instances, key_slot, user_url, wait_held_on_owners};
 use support::faults::{judge, side_by_side};
 use tokio::time::{Instant, sleep};
@@ -100,6 +101,61 @@ async fn history_channels_lose_nothing_through_failover() {
         "failover: resubscribed after {resubscribed:?}, publishing through `a` again after {recovered:?}"
     );
     judge("failover", &report, killed + recovered);
+}
+
+/// History publishes through `inst`, one at a time: whether all `n` were
+/// acknowledged and each was confirmed by a replica (WAIT answered in time).
+async fn publish_replicated(inst: &Shardcast, channel: &str, n: usize) -> Result<(), String> {
+    const UNREPLICATED: &str = "shardcast_history_unreplicated_total";
+    let before = inst.metrics().await.get(UNREPLICATED, &[]).unwrap_or(0.0);
+    let body = format!(r#"{{"channel":"{channel}","data":1}}"#);
+    let json = [("content-type", "application/json")];
+    for i in 0..n {
+        let r = inst
+            .request("POST", "/api/publish", &json, Some(&body))
+            .await;
+        if r.status != 200 {
+            return Err(format!("publish {i}: {} {}", r.status, r.body));
+        }
+    }
+    let after = inst.metrics().await.get(UNREPLICATED, &[]).unwrap_or(0.0);
+    if after > before {
+        return Err(format!(
+            "{} of {n} history publishes waited for a replica in vain",
+            after - before
+        ));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_only_publishes_stops_waiting_for_a_replica_promoted_in_a_failover() {
+    let mut cluster = cluster(1).await;
+    // No periodic refresh and no subscriptions: only what publishing itself
+    // tells the instance can bring its slot map up to date.
+    let a = instances(&cluster, HISTORY)
+        .start(&["--topology-interval", "600s"])
+        .await;
+    let victim = cluster.primaries().await.expect("primaries")[1];
+    let channel = cluster
+        .channels_on(victim, "h:solo", 1)
+        .await
+        .expect("channels")
+        .remove(0);
+    publish_replicated(&a, &channel, 5)
+        .await
+        .expect("before the failover, a replica confirms each publish");
+    cluster.kill_primary_of(&channel).await.expect("failover");
+    // The shard has no replica left: once the instance has noticed, a history
+    // publish is answered without waiting for one. Before, its map kept listing
+    // the promoted replica and each publish waited out WAIT's timeout, holding up
+    // every command behind it on that shard's connection.
+    shardcast_testkit::eventually(
+        "history publishes that no longer wait for the promoted replica",
+        Duration::from_secs(15),
+        || publish_replicated(&a, &channel, 10),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,12 @@
 //! does not follow a Sentinel failover on a multiplexed connection, so the slot
 //! map (which [`super::source`] keeps current) says where the primary is and a
 //! failed connection is dropped so that the next command connects afresh.
+//!
+//! Either way a failed command hints a slot-map refresh: an instance that only
+//! publishes has no subscriber connection to notice a failover, and its map
+//! decides where WAIT goes and whether a history publish waits for a replica at
+//! all (a stale map that still lists the promoted replica made every history
+//! publish wait out its replication timeout, stalling the shard's connection).
 
 use futures_util::FutureExt;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -19,7 +25,10 @@ use crate::broker::BrokerError;
 
 /// A connection for one or a few commands; cheap to get and to clone.
 pub(super) enum DataConn<'s> {
-    Cluster(ClusterConnection),
+    Cluster {
+        conn: ClusterConnection,
+        shared: &'s Shared,
+    },
     Single {
         conn: MultiplexedConnection,
         addr: RedisAddr,
@@ -32,23 +41,27 @@ impl DataConn<'_> {
     /// with no key to route by).
     pub(super) async fn on_primary(&mut self, slot: u16, cmd: Cmd) -> RedisResult<Value> {
         match self {
-            DataConn::Cluster(c) => {
+            DataConn::Cluster { conn, .. } => {
                 let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
                     Route::new(slot, SlotAddr::Master),
                 ));
-                c.route_command(cmd, route).await
+                let r = conn.route_command(cmd, route).await;
+                self.check(r)
             }
             DataConn::Single { .. } => cmd.query_async(self).await,
         }
     }
 
-    /// A single-server connection that failed is dropped, and the topology
-    /// re-read: a dead socket, a timeout, or `READONLY` (the primary was demoted).
+    /// After a dead socket, a timeout, or `READONLY` (the primary was demoted)
+    /// the topology is re-read, and a single-server connection is dropped.
     fn check<T>(&self, result: RedisResult<T>) -> RedisResult<T> {
-        if let (DataConn::Single { addr, shared, .. }, Err(e)) = (self, &result)
+        if let Err(e) = &result
             && connection_failed(e)
         {
-            shared.single_failed(addr);
+            match self {
+                DataConn::Single { addr, shared, .. } => shared.single_failed(addr),
+                DataConn::Cluster { shared, .. } => shared.topology_suspect(),
+            }
         }
         result
     }
@@ -66,7 +79,7 @@ impl ConnectionLike for DataConn<'_> {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         async move {
             let r = match self {
-                DataConn::Cluster(c) => c.req_packed_command(cmd).await,
+                DataConn::Cluster { conn, .. } => conn.req_packed_command(cmd).await,
                 DataConn::Single { conn, .. } => conn.req_packed_command(cmd).await,
             };
             self.check(r)
@@ -82,7 +95,9 @@ impl ConnectionLike for DataConn<'_> {
     ) -> RedisFuture<'a, Vec<Value>> {
         async move {
             let r = match self {
-                DataConn::Cluster(c) => c.req_packed_commands(cmd, offset, count).await,
+                DataConn::Cluster { conn, .. } => {
+                    conn.req_packed_commands(cmd, offset, count).await
+                }
                 DataConn::Single { conn, .. } => conn.req_packed_commands(cmd, offset, count).await,
             };
             self.check(r)
@@ -92,7 +107,7 @@ impl ConnectionLike for DataConn<'_> {
 
     fn get_db(&self) -> i64 {
         match self {
-            DataConn::Cluster(c) => c.get_db(),
+            DataConn::Cluster { conn, .. } => conn.get_db(),
             DataConn::Single { conn, .. } => conn.get_db(),
         }
     }
@@ -103,7 +118,8 @@ impl Shared {
     /// a failure or a failover).
     pub(super) async fn data(&self) -> Result<DataConn<'_>, BrokerError> {
         if self.source.is_cluster() {
-            return self.cluster_conn().await.map(DataConn::Cluster);
+            let conn = self.cluster_conn().await?;
+            return Ok(DataConn::Cluster { conn, shared: self });
         }
         let primary = self
             .map()
@@ -154,6 +170,12 @@ impl Shared {
         {
             *cached = None;
         }
+        self.topology_suspect();
+    }
+
+    /// Something the slot map predicted did not hold (a command failed, or no
+    /// replica acknowledged a write): re-read the topology soon.
+    pub(super) fn topology_suspect(&self) {
         self.hint_refresh();
         self.kick.notify_one();
     }

@@ -145,8 +145,14 @@ impl Shared {
             match conn.on_primary(slot, wait).await {
                 Ok(redis::Value::Int(n)) if n >= 1 => {}
                 // Stored and published already: failing the publish now would only
-                // invite a retry that stores it twice. Counted instead.
-                Ok(_) | Err(_) => self.metrics.history_unreplicated.increment(1),
+                // invite a retry that stores it twice. Counted instead, and the map
+                // re-read: the replica it lists may be gone (promoted in a failover
+                // this instance has not heard of), and every WAIT until the map is
+                // current would stall this shard's connection for REPLICA_WAIT.
+                Ok(_) | Err(_) => {
+                    self.metrics.history_unreplicated.increment(1);
+                    self.topology_suspect();
+                }
             }
         }
         Ok(PublishAck {
