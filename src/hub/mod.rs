@@ -58,7 +58,9 @@ struct LocalSubscriber {
 /// A channel with local subscribers.
 struct ChannelEntry {
     subscribers: IndexMap<SessionId, LocalSubscriber>,
-    sequence: Option<Mutex<Sequence>>,
+    /// Boxed: most channels keep no history, and a table of thousands of
+    /// personal channels should not carry its space inline.
+    sequence: Option<Box<Mutex<Sequence>>>,
     recent: Mutex<Recent>,
 }
 
@@ -130,7 +132,7 @@ impl Hub {
             self.metrics.channel(1);
             ChannelEntry {
                 subscribers: IndexMap::new(),
-                sequence: history.then(Mutex::default),
+                sequence: history.then(Box::default),
                 recent: Mutex::default(),
             }
         });

@@ -6,12 +6,11 @@
 use futures_util::StreamExt;
 use futures_util::stream::SplitStream;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
 use tokio::time::sleep;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::Message;
 
-use super::closer::{CloseReason, Closer, Liveness};
+use super::closer::Closer;
 use super::{Authenticated, read_error_close};
 use crate::codes::{CloseCode, ErrorCode};
 use crate::node::Node;
@@ -26,8 +25,6 @@ pub async fn await_connect<S: AsyncRead + AsyncWrite + Unpin>(
     node: &Node,
     outbox: &Outbox,
     closer: &Closer,
-    mut close_rx: watch::Receiver<Option<CloseReason>>,
-    liveness: &Liveness,
     shutdown: &mut Shutdown,
 ) -> Option<(Authenticated, Option<u64>)> {
     let metrics = node.metrics();
@@ -46,7 +43,7 @@ pub async fn await_connect<S: AsyncRead + AsyncWrite + Unpin>(
                 closer.close(CloseCode::ConnectTimeout);
                 return None;
             }
-            _ = close_rx.changed() => return None,
+            _ = closer.closed() => return None,
             // Shutting down: 1012 like every session, not a silent wait for the
             // connect timeout.
             _ = shutdown.recv() => {
@@ -72,11 +69,11 @@ pub async fn await_connect<S: AsyncRead + AsyncWrite + Unpin>(
                 return None;
             }
             Some(Ok(_)) => {
-                liveness.touch();
+                closer.liveness().touch();
                 continue;
             }
         };
-        liveness.touch();
+        closer.liveness().touch();
         if text.len() > node.config().max_frame_bytes {
             refuse(FrameError::new(
                 None,

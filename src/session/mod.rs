@@ -33,7 +33,7 @@ use crate::node::{Ack, Node, NodeError};
 use crate::outbox::outbox;
 use crate::protocol::{FrameError, ServerFrame};
 use crate::shutdown::Shutdown;
-use closer::{Closer, Liveness};
+use closer::Closer;
 use reader::Session;
 
 /// Who the connection is, as far as the upgrade request said.
@@ -73,111 +73,142 @@ fn refusal(id: Option<u64>, e: &NodeError) -> FrameError {
 
 /// Serves one upgraded connection until it ends. `_drain` is dropped when the
 /// session is fully finished, which is what a draining server waits for.
-pub async fn serve<S>(
+///
+/// Not an `async fn`, for memory: the future this returns is what every idle
+/// connection keeps for its whole life, and an `async fn` would store its
+/// arguments (the 328-byte stream before it is split, the identity before it
+/// moves into the session) beside everything made from them. Splitting the
+/// stream and starting the writer here, and authenticating in a boxed future that
+/// ends before the read loop starts, leaves only the session and its read loop in
+/// the long-lived state (see the optimisation log in docs/BENCHMARKS.md).
+pub fn serve<S>(
     ws: WebSocketStream<S>,
     node: Arc<Node>,
     start: Start,
     mut shutdown: Shutdown,
-    _drain: mpsc::Sender<()>,
-) where
+    drain: mpsc::Sender<()>,
+) -> impl Future<Output = ()> + Send + 'static
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let metrics = node.metrics().clone();
-    metrics.connection_opened();
+    node.metrics().connection_opened();
     let id = node.next_session_id();
     let (outbox, outbox_rx) = outbox(node.config().outbound_queue_bytes);
     let (sink, mut stream) = ws.split();
-    let (closer, close_rx) = Closer::new();
-    let liveness = Arc::new(Liveness::new());
-    let writer_task = writer::write_loop(
+    let closer = Closer::new();
+    let writer = tokio::spawn(writer::write_loop(
         sink,
         outbox_rx,
         closer.clone(),
-        close_rx.clone(),
-        liveness.clone(),
         node.clone(),
-    );
-    let writer = tokio::spawn(writer_task);
+    ));
+    let start = Box::new(start);
+    async move {
+        if let Some(mut session) = Box::pin(open(
+            *start,
+            id,
+            &mut stream,
+            &node,
+            &outbox,
+            &closer,
+            &mut shutdown,
+        ))
+        .await
+        {
+            session.read_loop(&mut stream, shutdown).await;
+            Box::pin(session.end()).await;
+        }
+        drop(outbox);
+        if let Err(e) = writer.await {
+            tracing::error!(error = %e, "session writer panicked");
+        }
+        node.metrics().connection_closed();
+        drop(drain);
+    }
+}
 
-    // Who is it? Request futures are boxed: large and rare, inlined they would make
-    // every idle connection's task that much bigger.
-    let authenticated = match start {
-        Start::Ready(a) => Some((a, None)),
+/// Authenticates the connection (when the upgrade did not), admits its user, and
+/// sets the session up: `None` when the connection is to end (the closer says why;
+/// a session that was registered has been ended).
+#[allow(clippy::too_many_arguments)]
+async fn open<S>(
+    start: Start,
+    id: crate::hub::SessionId,
+    stream: &mut futures_util::stream::SplitStream<WebSocketStream<S>>,
+    node: &Arc<Node>,
+    outbox: &crate::outbox::Outbox,
+    closer: &Closer,
+    shutdown: &mut Shutdown,
+) -> Option<Session>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let metrics = node.metrics();
+    let (auth, connect_id) = match start {
+        Start::Ready(a) => (a, None),
         Start::AwaitConnect => {
-            Box::pin(connect::await_connect(
-                &mut stream,
-                &node,
-                &outbox,
-                &closer,
-                close_rx.clone(),
-                &liveness,
-                &mut shutdown,
-            ))
-            .await
+            connect::await_connect(stream, node, outbox, closer, shutdown).await?
         }
     };
-    if let Some((auth, connect_id)) = authenticated {
-        let user = auth.identity.user.clone();
-        if node.connections().open(&user).is_err() {
-            metrics.connection_refused(crate::metrics::Refusal::PerUser);
-            metrics.error(crate::codes::ErrorCode::Limit);
-            let e = FrameError::new(
-                connect_id,
-                crate::codes::ErrorCode::Limit,
-                "this user has too many connections on this instance (--max-connections-per-user)",
-            );
-            outbox.push(e.to_frame(), &metrics);
-            closer.close(CloseCode::TooManyConnections);
-        } else {
-            let inbox = node.register_session(&user, id);
-            let config = node.config();
-            // Sent once the personal channel is live (in `setup`): a client that
-            // sees `connected` can be reached on it. (A channel of its token that
-            // cannot be subscribed still closes it with 1013 afterwards.)
-            let connected = ServerFrame::Connected {
-                id: connect_id,
-                client: &auth.identity.client,
-                user: &user,
-                expires_in: auth.expires_at.map(|at| at.saturating_sub(now_secs())),
-                ping_interval: config.ping_interval.as_secs(),
-                pong_timeout: config.pong_timeout.as_secs(),
-            }
-            .to_bytes();
-            let limits = &config.limits;
-            let mut session = Session {
-                id,
-                personal: Channel::personal(&user),
-                identity: auth.identity,
-                expires_at: auth.expires_at,
-                outbox: outbox.clone(),
-                channels: HashMap::new(),
-                node: node.clone(),
-                closer: closer.clone(),
-                publisher: None,
-                publish_bucket: Bucket::new(limits.publish_rate),
-                request_bucket: Bucket::new(limits.subscribe_rate),
-                inbox,
-            };
-            if Box::pin(session.setup(connected, auth.channels)).await {
-                session
-                    .read_loop(&mut stream, close_rx, shutdown, &liveness)
-                    .await;
-            }
-            // Leave every channel before the writer finishes, so no delivery
-            // targets a dead queue.
-            session.leave_all().await;
-            node.unregister_session(&user, id);
-            node.connections().close(&user);
-        }
+    let user = auth.identity.user.clone();
+    if node.connections().open(&user).is_err() {
+        metrics.connection_refused(crate::metrics::Refusal::PerUser);
+        metrics.error(crate::codes::ErrorCode::Limit);
+        let e = FrameError::new(
+            connect_id,
+            crate::codes::ErrorCode::Limit,
+            "this user has too many connections on this instance (--max-connections-per-user)",
+        );
+        outbox.push(e.to_frame(), metrics);
+        closer.close(CloseCode::TooManyConnections);
+        return None;
     }
-    drop(outbox);
-    if let Err(e) = writer.await {
-        tracing::error!(error = %e, "session writer panicked");
+    let inbox = node.register_session(&user, id);
+    let config = node.config();
+    // Sent once the personal channel is live (in `setup`): a client that sees
+    // `connected` can be reached on it. (A channel of its token that cannot be
+    // subscribed still closes it with 1013 afterwards.)
+    let connected = ServerFrame::Connected {
+        id: connect_id,
+        client: &auth.identity.client,
+        user: &user,
+        expires_in: auth.expires_at.map(|at| at.saturating_sub(now_secs())),
+        ping_interval: config.ping_interval.as_secs(),
+        pong_timeout: config.pong_timeout.as_secs(),
     }
-    metrics.connection_closed();
+    .to_bytes();
+    let limits = &config.limits;
+    let mut session = Session {
+        id,
+        personal: Channel::personal(&user),
+        identity: auth.identity,
+        expires_at: auth.expires_at,
+        outbox: outbox.clone(),
+        channels: HashMap::new(),
+        node: node.clone(),
+        closer: closer.clone(),
+        publisher: None,
+        publish_bucket: Bucket::new(limits.publish_rate),
+        request_bucket: Bucket::new(limits.subscribe_rate),
+        inbox,
+    };
+    if session.setup(connected, auth.channels).await {
+        Some(session)
+    } else {
+        session.end().await;
+        None
+    }
 }
 
 impl Session {
+    /// Leaves every channel before the writer finishes (so no delivery targets a
+    /// dead queue) and gives the user's connection slot back.
+    async fn end(mut self) {
+        self.leave_all().await;
+        self.node.unregister_session(&self.identity.user, self.id);
+        self.node.connections().close(&self.identity.user);
+    }
+
     /// The personal channel, then `connected`, then the token's server-side
     /// subscriptions; false when the connection could not be set up (closed with
     /// 1013: before `connected` if the personal channel failed, after it if a

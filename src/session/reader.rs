@@ -3,20 +3,20 @@
 //! subscriptions' tokens.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::SplitStream;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, watch};
-use tokio::time::{Instant, sleep_until};
+use tokio::sync::mpsc;
+use tokio::time::{Sleep, sleep};
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::Message;
 
-use super::closer::{CloseReason, Closer, Liveness};
+use super::closer::Closer;
 use super::{publish, read_error_close, refusal};
 use crate::auth::token::{now_secs, until};
 use crate::channel::Channel;
@@ -66,23 +66,34 @@ pub struct Session {
     pub inbox: Arc<Inbox>,
 }
 
-/// What a far-future deadline is (no token expires).
-const NEVER: Duration = Duration::from_secs(86_400 * 365);
-
 impl Session {
     pub async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         stream: &mut SplitStream<WebSocketStream<S>>,
-        mut close_rx: watch::Receiver<Option<CloseReason>>,
         mut shutdown: Shutdown,
-        liveness: &Liveness,
     ) {
-        if close_rx.borrow().is_some() {
+        let closer = self.closer.clone();
+        if closer.reason().is_some() {
             return;
         }
         let inbox = self.inbox.clone();
+        // The expiry timer is armed only while a token can expire, and re-armed only
+        // when the due time changes: a timer made per loop turn is a timer-wheel
+        // insert and remove per client frame. Boxed, so a connection without a
+        // token keeps no timer in its (long-lived) state.
+        let mut expiry: Option<(u64, Pin<Box<Sleep>>)> = None;
         loop {
-            let deadline = Instant::now() + self.next_expiry().unwrap_or(NEVER);
+            match (self.next_expiry_at(), &mut expiry) {
+                (None, armed) => *armed = None,
+                (Some(due), Some((at, _))) if *at == due => {}
+                (Some(due), armed) => *armed = Some((due, Box::pin(sleep(until(due))))),
+            }
+            let expired = async {
+                match &mut expiry {
+                    Some((_, timer)) => timer.as_mut().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 next = stream.next() => match next {
                     None => {
@@ -103,7 +114,7 @@ impl Session {
                         return;
                     }
                     Some(Ok(msg)) => {
-                        liveness.touch();
+                        closer.liveness().touch();
                         if msg.is_close() {
                             self.closer.gone("client closed");
                             return;
@@ -116,28 +127,31 @@ impl Session {
                         Box::pin(self.on_command(cmd)).await;
                     }
                 }
-                _ = sleep_until(deadline) => Box::pin(self.on_expiry()).await,
-                _ = close_rx.changed() => return,
+                _ = expired => {
+                    expiry = None;
+                    Box::pin(self.on_expiry()).await;
+                }
+                _ = closer.closed() => return,
                 _ = shutdown.recv() => {
                     self.closer.close(CloseCode::ServiceRestart);
                     return;
                 }
             }
-            if close_rx.borrow().is_some() {
+            if closer.reason().is_some() {
                 return;
             }
         }
     }
 
-    /// Time until the next token (the connection's or a subscription's) runs out
-    /// of its grace.
-    fn next_expiry(&self) -> Option<Duration> {
+    /// When (Unix seconds) the next token, the connection's or a subscription's,
+    /// runs out of its grace.
+    fn next_expiry_at(&self) -> Option<u64> {
         let grace = self.node.config().auth.token_expiry_grace.as_secs();
         self.expires_at
             .into_iter()
             .chain(self.channels.values().filter_map(|c| c.token_expires))
             .min()
-            .map(|at| until(at.saturating_add(grace)))
+            .map(|at| at.saturating_add(grace))
     }
 
     async fn on_expiry(&mut self) {
