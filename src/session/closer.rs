@@ -7,6 +7,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::codes::CloseCode;
+use crate::outbox::Outbox;
 
 /// Why a connection ends. `code: None` means the peer is gone (or closed first), so
 /// no close frame of ours is owed beyond the protocol's echo.
@@ -29,15 +30,19 @@ struct Shared {
     reason: OnceLock<CloseReason>,
     changed: Notify,
     liveness: Liveness,
+    /// The writer waits on its outbox alone, so a close wakes it there.
+    writer: Outbox,
 }
 
 impl Closer {
-    pub fn new() -> Closer {
+    /// A closer for the connection whose writer drains `writer`.
+    pub fn new(writer: Outbox) -> Closer {
         Closer {
             shared: Arc::new(Shared {
                 reason: OnceLock::new(),
                 changed: Notify::new(),
                 liveness: Liveness::new(),
+                writer,
             }),
         }
     }
@@ -58,6 +63,7 @@ impl Closer {
     fn record(&self, reason: CloseReason) {
         if self.shared.reason.set(reason).is_ok() {
             self.shared.changed.notify_waiters();
+            self.shared.writer.wake();
         }
     }
 
@@ -117,7 +123,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_first_reason_wins_and_wakes_every_waiter() {
-        let closer = Closer::new();
+        let (outbox, _rx) = crate::outbox::outbox(1024);
+        let closer = Closer::new(outbox);
         let waiter = {
             let c = closer.clone();
             tokio::spawn(async move { c.closed().await })

@@ -95,7 +95,7 @@ where
     let id = node.next_session_id();
     let (outbox, outbox_rx) = outbox(node.config().outbound_queue_bytes);
     let (sink, mut stream) = ws.split();
-    let closer = Closer::new();
+    let closer = Closer::new(outbox.clone());
     let writer = tokio::spawn(writer::write_loop(
         sink,
         outbox_rx,

@@ -27,7 +27,7 @@ pub async fn publish_loop(
     outbox: Outbox,
     mut rx: mpsc::Receiver<Job>,
 ) {
-    let metrics = node.metrics().clone();
+    let metrics = node.metrics();
     let mut jobs = Vec::new();
     while rx.recv_many(&mut jobs, PUBLISH_BATCH).await > 0 {
         let (ids, requests): (Vec<Option<u64>>, Vec<PublishRequest>) = jobs.drain(..).unzip();
@@ -51,7 +51,7 @@ pub async fn publish_loop(
                     e.to_frame()
                 }
             };
-            outbox.push(frame, &metrics);
+            outbox.push(frame, metrics);
         }
     }
 }

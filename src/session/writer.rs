@@ -18,7 +18,7 @@ use tungstenite::protocol::frame::Utf8Bytes;
 use super::closer::Closer;
 use crate::codes::CloseCode;
 use crate::node::Node;
-use crate::outbox::{OutboxReceiver, OverflowSignal};
+use crate::outbox::OutboxReceiver;
 
 /// Frames written per flush at most; bounds the latency a big backlog adds to a ping.
 const MAX_BATCH: usize = 64;
@@ -29,10 +29,9 @@ type Sink<S> = SplitSink<WebSocketStream<S>, Message>;
 
 /// What woke the writer.
 enum Step {
-    Recheck,
-    Overflow,
     /// A ping is due, or the pong deadline passed.
     Keepalive,
+    /// Frames, or a wakeup without any (an overflow or a close: looked at first).
     Frames,
 }
 
@@ -48,7 +47,6 @@ pub async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
     let mut awaiting: Option<(Instant, Instant)> = None;
     // Grows on the first burst only: an idle connection holds no batch buffer.
     let mut batch: Vec<Bytes> = Vec::new();
-    let overflow = rx.overflow_signal();
     // When frames were last written, for write coalescing.
     let mut last_write: Option<Instant> = None;
 
@@ -64,16 +62,16 @@ pub async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
         if let Some(reason) = closer.reason() {
             break reason;
         }
+        if rx.overflowed() {
+            closer.close(CloseCode::SlowConsumer);
+            continue;
+        }
         let step = tokio::select! {
             biased;
-            _ = closer.closed() => Step::Recheck,
-            _ = overflow.overflowed() => Step::Overflow,
             _ = &mut timer => Step::Keepalive,
             _ = rx.recv_batch(&mut batch, MAX_BATCH) => Step::Frames,
         };
         match step {
-            Step::Recheck => {}
-            Step::Overflow => closer.close(CloseCode::SlowConsumer),
             Step::Keepalive => {
                 let now = Instant::now();
                 if let Some((sent, due)) = awaiting
@@ -97,9 +95,10 @@ pub async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
                 timer.as_mut().reset(wake);
                 if ping_due {
                     let ping = Some(Message::Ping(Bytes::new()));
-                    write_batch(&mut sink, &rx, &overflow, &mut batch, ping, &closer).await;
+                    write_batch(&mut sink, &rx, &mut batch, ping, &closer).await;
                 }
             }
+            Step::Frames if batch.is_empty() => {}
             Step::Frames => {
                 // Adaptive coalescing, in the spirit of Nagle's rule: a connection
                 // that wrote less than `write_coalesce` ago gathers frames until that
@@ -117,7 +116,7 @@ pub async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
                     rx.drain_now(&mut batch, room);
                 }
                 last_write = Some(Instant::now());
-                write_batch(&mut sink, &rx, &overflow, &mut batch, None, &closer).await;
+                write_batch(&mut sink, &rx, &mut batch, None, &closer).await;
             }
         }
     };
@@ -152,7 +151,6 @@ pub async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
 async fn write_batch<S: AsyncRead + AsyncWrite + Unpin>(
     sink: &mut Sink<S>,
     rx: &OutboxReceiver,
-    overflow: &OverflowSignal,
     batch: &mut Vec<Bytes>,
     control: Option<Message>,
     closer: &Closer,
@@ -171,21 +169,30 @@ async fn write_batch<S: AsyncRead + AsyncWrite + Unpin>(
         }
         sink.flush().await
     };
-    let ok = tokio::select! {
-        biased;
-        r = write => match r {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(error = %e, "websocket write error");
-                closer.gone("write error");
-                false
+    tokio::pin!(write);
+    let ok = loop {
+        tokio::select! {
+            biased;
+            r = &mut write => break match r {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(error = %e, "websocket write error");
+                    closer.gone("write error");
+                    false
+                }
+            },
+            // The socket is full; frames may keep coming (one wakeup), and an
+            // overflow or a close ends the wait.
+            _ = rx.woken() => {
+                if rx.overflowed() {
+                    closer.close(CloseCode::SlowConsumer);
+                    break false;
+                }
+                if closer.reason().is_some() {
+                    break false;
+                }
             }
-        },
-        _ = overflow.overflowed() => {
-            closer.close(CloseCode::SlowConsumer);
-            false
         }
-        _ = closer.closed() => false,
     };
     rx.written(bytes);
     ok
