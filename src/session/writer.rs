@@ -6,8 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::SinkExt;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{Poll, ready};
+
 use futures_util::stream::SplitSink;
+use futures_util::{Sink as _, SinkExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
@@ -121,7 +125,9 @@ pub async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
 
-    let _ = timeout(CLOSE_GRACE, async {
+    // Boxed: it runs once, at the end, and inline it would size every idle
+    // connection's writer.
+    let _ = Box::pin(timeout(CLOSE_GRACE, async {
         if let Some(code) = reason.code {
             // What was queued before the close (an error frame saying why, the
             // last answers) goes first; a slow consumer's backlog does not.
@@ -129,9 +135,7 @@ pub async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
                 batch.clear();
                 rx.drain_now(&mut batch, usize::MAX);
                 for frame in batch.drain(..) {
-                    if let Ok(text) = Utf8Bytes::try_from(frame) {
-                        let _ = sink.feed(Message::Text(text)).await;
-                    }
+                    let _ = sink.feed(Message::Text(text(frame))).await;
                 }
             }
             let frame = CloseFrame {
@@ -141,7 +145,7 @@ pub async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
             let _ = sink.send(Message::Close(Some(frame))).await;
         }
         let _ = sink.close().await;
-    })
+    }))
     .await;
 }
 
@@ -156,19 +160,25 @@ async fn write_batch<S: AsyncRead + AsyncWrite + Unpin>(
     closer: &Closer,
 ) -> bool {
     let bytes: usize = batch.iter().map(Bytes::len).sum();
-    let write = async {
-        if let Some(control) = control {
-            sink.feed(control).await?;
+    let mut control = control;
+    let mut frames = batch.drain(..);
+    // A hand-written poll rather than `feed(..).await` per frame: the writer's
+    // state is what every idle connection keeps, and the nested `Feed` futures made
+    // this step 480 bytes of it.
+    let write = poll_fn(|cx| -> Poll<Result<(), tungstenite::Error>> {
+        while control.is_some() || frames.len() > 0 {
+            ready!(Pin::new(&mut *sink).poll_ready(cx))?;
+            let message = match control.take() {
+                Some(c) => c,
+                None => match frames.next() {
+                    Some(frame) => Message::Text(text(frame)),
+                    None => break,
+                },
+            };
+            Pin::new(&mut *sink).start_send(message)?;
         }
-        for frame in batch.drain(..) {
-            // Frames are JSON produced by serde_json, hence UTF-8; the shared bytes
-            // go to the socket without a copy.
-            let text = Utf8Bytes::try_from(frame.clone())
-                .unwrap_or_else(|_| Utf8Bytes::from(String::from_utf8_lossy(&frame).into_owned()));
-            sink.feed(Message::Text(text)).await?;
-        }
-        sink.flush().await
-    };
+        Pin::new(&mut *sink).poll_flush(cx)
+    });
     tokio::pin!(write);
     let ok = loop {
         tokio::select! {
@@ -196,4 +206,11 @@ async fn write_batch<S: AsyncRead + AsyncWrite + Unpin>(
     };
     rx.written(bytes);
     ok
+}
+
+/// A frame as a text message. Frames are JSON produced by serde_json, hence UTF-8;
+/// the shared bytes go to the socket without a copy.
+fn text(frame: Bytes) -> Utf8Bytes {
+    Utf8Bytes::try_from(frame.clone())
+        .unwrap_or_else(|_| Utf8Bytes::from(String::from_utf8_lossy(&frame).into_owned()))
 }
