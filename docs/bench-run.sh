@@ -15,6 +15,10 @@ cd "$(dirname "$0")/.."
 B=./target/release/shardcast-bench
 NEW=./target/release/shardcast
 BEFORE=${BEFORE:-/tmp/shardcast-before}
+# The build this round's last changes start from (3303b21), for their before/after:
+#   git worktree add /tmp/r2 3303b21 && cargo build --release --manifest-path /tmp/r2/Cargo.toml
+#   cp /tmp/r2/target/release/shardcast /tmp/shardcast-head
+HEAD_BIN=${HEAD_BIN:-/tmp/shardcast-head}
 out=${OUT:-/tmp/bench2}; mkdir -p "$out"
 sections=${*:-low rooms sat churn storm idle before presence}
 has() { [[ " $sections " == *" $1 "* ]]; }
@@ -38,6 +42,12 @@ setup() {
     floor) start_floor 1 ;;
     floor2) start_floor 2 ;;
     emb) BIN=$NEW start_embedded ;;
+    emb1) BIN=$NEW start_embedded --worker-threads 1 ;;
+    emb1-before) BIN=$BEFORE FLAGS="" start_embedded --worker-threads 1 ;;
+    emb1-head) BIN=$HEAD_BIN start_embedded --worker-threads 1 ;;
+    emb-auth-head) BIN=$HEAD_BIN FLAGS="$AUTH" start_embedded ;;
+    cl-head) BIN=$HEAD_BIN start_cluster ;;
+    cl-auth-head) BIN=$HEAD_BIN FLAGS="$AUTH" start_cluster ;;
     emb-auth) BIN=$NEW FLAGS="$AUTH" start_embedded ;;
     emb-before) BIN=$BEFORE FLAGS="" start_embedded ;;
     cl) BIN=$NEW start_cluster ;;
@@ -49,9 +59,10 @@ setup() {
 
 if has low; then
   # Broadcast C=300 at 50 msg/s: three runs of each setup, interleaved so that
-  # drift in the machine's load spreads over all of them.
+  # drift in the machine's load spreads over all of them. emb1 is the embedded node
+  # on one worker thread, like the floor and each cluster instance.
   for r in 1 2 3; do
-    for s in floor emb emb-before cl cl-before one; do
+    for s in floor emb1 emb1-head emb1-before emb emb-before cl cl-head cl-before one; do
       setup $s
       [[ $s == emb* || $s == floor ]] || sleep 1
       if [[ $s == *auth ]]; then tok low-$s-r$r broadcast --clients 300 --rate 50 --duration 10
@@ -62,7 +73,7 @@ fi
 
 if has rooms; then
   # Small rooms: 900 clients in 300 rooms of 3 (members on different instances), 3000 msg/s.
-  for s in floor emb cl cl-before one; do
+  for s in floor emb cl cl-head cl-before one; do
     setup $s
     run rooms-$s rooms --clients 900 --rate 3000 --duration 10
   done
@@ -102,6 +113,7 @@ if has idle; then
   # 50,000 with tokens over 3 fresh instances on the cluster (3 tool processes).
   setup emb; run idle-emb idle --connections 19000 --hold 5 --sources 4
   setup emb-auth; tok idle-emb-auth idle --connections 19000 --hold 5 --sources 4
+  setup emb-auth-head; tok idle-emb-auth-head idle --connections 19000 --hold 5 --sources 4
   # The same, each connection also subscribed to one of 100 rooms: without and with
   # presence in the `room` namespace (the cost of a subscription, then of presence).
   printf '[namespaces.room]\npresence = false\n' > /tmp/bench-rooms.toml
@@ -111,6 +123,7 @@ if has idle; then
   BIN=$NEW start_embedded --config /tmp/bench-presence.toml
   run idle-emb-presence idle --connections 19000 --hold 5 --sources 4 --rooms 100
   setup cl-auth; tok idle-cl-auth idle --connections 50000 --hold 10 --sources 4 --procs 3
+  setup cl-auth-head; tok idle-cl-auth-head idle --connections 50000 --hold 10 --sources 4 --procs 3
 fi
 
 if has before; then
