@@ -43,7 +43,7 @@ async fn serve(config: Config, open_files: std::io::Result<u64>) -> std::process
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
 
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+    let listener = match shardcast::server::listen(config.listen, config.listen_backlog) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(addr = %config.listen, error = %e, "cannot listen");

@@ -35,6 +35,19 @@ pub enum ServerError {
     },
 }
 
+/// The listener for `addr`, with room for `backlog` connections not yet accepted
+/// (`TcpListener::bind` gives 128, which a reconnect storm overflows: the kernel
+/// then drops SYNs and the clients' retries come 1, 3, 7 s later).
+pub fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// Serves on `listener` until `signal` completes, then closes every client with
 /// 1012 (service restart) and waits up to `config.drain_timeout` for them to go.
 pub async fn run(
@@ -204,3 +217,33 @@ impl Acceptor {
 /// Linux's "too many open files" (process, system).
 const EMFILE: i32 = 24;
 const ENFILE: i32 = 23;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::listen;
+
+    /// 1000 clients connect at once to a listener with the default backlog that
+    /// accepts none of them (as when the accept loop is busy): every handshake
+    /// completes in the kernel's queue. With the usual backlog of 128 the rest are dropped and retried until
+    /// the queue has room.
+    #[tokio::test]
+    async fn the_listener_queues_a_connect_storm_it_has_not_accepted_yet() {
+        let backlog = crate::config::Config::from_args(["shardcast"])
+            .expect("default config")
+            .listen_backlog;
+        let listener = listen("127.0.0.1:0".parse().expect("addr"), backlog).expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        let attempts = (0..1000).map(|_| {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                tokio::net::TcpStream::connect(addr),
+            )
+        });
+        let results = futures_util::future::join_all(attempts).await;
+        let connected = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        assert_eq!(connected, 1000, "connected before any accept");
+        drop(listener);
+    }
+}

@@ -93,6 +93,12 @@ pub struct Config {
     #[arg(long, env = "SHARDCAST_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
+    /// Connections the kernel queues for the listener before it accepts them (capped
+    /// by net.core.somaxconn). The usual 128 overflows in a reconnect storm: the
+    /// kernel drops SYNs and clients retry after 1, 3, 7 s
+    #[arg(long, env = "SHARDCAST_LISTEN_BACKLOG", default_value_t = 4096)]
+    pub listen_backlog: u32,
+
     /// Which broker connects this instance to the others.
     #[arg(long, env = "SHARDCAST_BROKER", value_enum, default_value = "memory")]
     pub broker: BrokerKind,
