@@ -8,10 +8,11 @@
 //! over every `--url`, so 3 instances holding 16,667 each make 50,000. Source
 //! addresses 127.0.0.2.. spread the ephemeral ports, which are per source address.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -22,6 +23,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
 use tokio_tungstenite::client_async_with_config;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// What each idle connection is besides open: authenticated with a token, and
@@ -44,11 +46,37 @@ impl Opts {
     }
 }
 
+/// How a held connection ended before the tool let go of it: the server's close
+/// frame (code and reason), a read error, or the stream just ending.
+type Ended = String;
+
 /// Connections `first..first + count` of a run, held by this process.
 pub struct Holding {
-    tasks: Vec<JoinHandle<bool>>,
-    stop: Arc<AtomicBool>,
+    /// Each connection: `Ok` if still open when told to stop, else how it ended
+    /// (`None`: it never opened).
+    tasks: Vec<JoinHandle<Result<(), Option<Ended>>>>,
+    stop: tokio::sync::watch::Sender<bool>,
     pub connected: usize,
+}
+
+/// `IP_BIND_ADDRESS_NO_PORT`: binding to a source address picks the port at
+/// connect, by the whole 4-tuple, instead of at bind among ports free for every
+/// destination. Without it, 50,000 binds (with the previous run's connections
+/// still in TIME_WAIT) scanned the port range in the kernel for tens of seconds
+/// of system time, and the tool, starved, answered the servers' pings too late.
+fn defer_port_choice(socket: &TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor, an int option, its size.
+    let _ = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
 }
 
 /// Opens the connections and returns once every handshake finished or failed.
@@ -69,7 +97,7 @@ pub async fn open(
         );
     }
     let gate = Arc::new(Semaphore::new(512));
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = tokio::sync::watch::Sender::new(false);
     let (ok, done) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut tasks = Vec::with_capacity(count);
     for i in first..first + count {
@@ -87,7 +115,8 @@ pub async fn open(
             0,
             2 + (i % sources.max(1) as usize) as u8,
         ));
-        let (gate, stop, ok, done) = (gate.clone(), stop.clone(), ok.clone(), done.clone());
+        let (gate, ok, done) = (gate.clone(), ok.clone(), done.clone());
+        let mut stopped = stop.subscribe();
         let room = (opts.rooms > 0).then(|| format!("room:{}", i % opts.rooms));
         tasks.push(tokio::spawn(async move {
             // A refused handshake (e.g. a 503 from the server's cap on connections
@@ -96,6 +125,7 @@ pub async fn open(
             let connect = || async {
                 let _permit = gate.acquire().await.ok()?;
                 let socket = TcpSocket::new_v4().ok()?;
+                defer_port_choice(&socket);
                 socket.bind(SocketAddr::new(src, 0)).ok()?;
                 let stream = socket.connect(addr).await.ok()?;
                 let _ = stream.set_nodelay(true);
@@ -124,17 +154,34 @@ pub async fn open(
                 }
             }
             done.fetch_add(1, Ordering::Relaxed);
-            let Some(mut ws) = ws else { return false };
+            let Some(mut ws) = ws else { return Err(None) };
             ok.fetch_add(1, Ordering::Relaxed);
-            // Keep reading so that pings are answered, until told to stop; false if
-            // the server closed the connection meanwhile.
-            while !stop.load(Ordering::Relaxed) {
-                match tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
-                    Ok(Some(Ok(_))) | Err(_) => {}
-                    Ok(_) => return false,
+            // Keep reading so that pings are answered, until told to stop; how it
+            // ended if the server closed the connection meanwhile. Woken only by the
+            // socket or the stop signal: a read timeout per connection (as before)
+            // is 100,000 wakeups a second across 50,000 connections, which starved
+            // the tool enough during a storm that its pongs came too late and the
+            // servers closed early connections with 4009.
+            loop {
+                let msg = tokio::select! {
+                    _ = stopped.wait_for(|s| *s) => break,
+                    msg = ws.next() => msg,
+                };
+                match msg {
+                    Some(Ok(Message::Close(frame))) => {
+                        return Err(Some(match frame {
+                            Some(f) => {
+                                format!("close {} {:?}", u16::from(f.code), f.reason.as_str())
+                            }
+                            None => "close without a code".into(),
+                        }));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(Some(format!("read error: {e}"))),
+                    None => return Err(Some("stream ended".into())),
                 }
             }
-            true
+            Ok(())
         }));
     }
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -148,17 +195,37 @@ pub async fn open(
     })
 }
 
+/// Connections still open when the tool let go, and how many ended each way before.
+#[derive(Debug, Default)]
+pub struct Released {
+    pub held: usize,
+    pub ended: BTreeMap<Ended, usize>,
+}
+
+impl Released {
+    fn add(&mut self, other: Released) {
+        self.held += other.held;
+        for (why, n) in other.ended {
+            *self.ended.entry(why).or_default() += n;
+        }
+    }
+}
+
 impl Holding {
-    /// Stops holding; returns how many connections were still open.
-    pub async fn release(self) -> usize {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut held = 0;
+    /// Stops holding; returns how many connections were still open, and how the
+    /// others that had opened ended.
+    pub async fn release(self) -> Released {
+        self.stop.send_replace(true);
+        let mut out = Released::default();
         for t in self.tasks {
-            if let Ok(true) = t.await {
-                held += 1;
+            match t.await {
+                Ok(Ok(())) => out.held += 1,
+                Ok(Err(None)) => {}
+                Ok(Err(Some(why))) => *out.ended.entry(why).or_default() += 1,
+                Err(e) => *out.ended.entry(format!("task failed: {e}")).or_default() += 1,
             }
         }
-        held
+        out
     }
 }
 
@@ -177,7 +244,11 @@ pub async fn worker(
     let _ = BufReader::new(tokio::io::stdin())
         .read_line(&mut line)
         .await;
-    println!("held {}", holding.release().await);
+    let released = holding.release().await;
+    for (why, n) in &released.ended {
+        println!("ended {n} {why}");
+    }
+    println!("held {}", released.held);
     Ok(())
 }
 
@@ -224,13 +295,34 @@ impl Child {
             .ok_or_else(|| format!("idle worker said {line:?}, expected {word}"))
     }
 
-    async fn release(mut self) -> Result<usize, String> {
+    /// Tells the worker to let go and reads what it says: `ended N why` lines,
+    /// then `held N`.
+    async fn release(mut self) -> Result<Released, String> {
         if let Some(mut stdin) = self.child.stdin.take() {
             let _ = stdin.write_all(b"stop\n").await;
         }
-        let held = self.expect("held").await;
+        let mut out = Released::default();
+        loop {
+            let line = self.lines.next_line().await.map_err(|e| e.to_string())?;
+            let line = line.ok_or("idle worker ended before saying held")?;
+            if let Some(rest) = line.strip_prefix("ended ") {
+                let (n, why) = rest.split_once(' ').unwrap_or((rest, ""));
+                let n: usize = n
+                    .parse()
+                    .map_err(|_| format!("idle worker said {line:?}"))?;
+                *out.ended.entry(why.to_string()).or_default() += n;
+            } else if let Some(n) = line.strip_prefix("held ") {
+                out.held = n
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("idle worker said {line:?}"))?;
+                break;
+            } else {
+                return Err(format!("idle worker said {line:?}, expected ended or held"));
+            }
+        }
         let _ = self.child.wait().await;
-        held
+        Ok(out)
     }
 }
 
@@ -240,6 +332,9 @@ pub struct IdleReport {
     pub connected: usize,
     /// Still open when the tool let go: the servers dropped none meanwhile.
     pub held: usize,
+    /// How the connections that opened but were not held to the end ended (the
+    /// server's close code and reason, a read error), with how many each way.
+    pub ended: BTreeMap<String, usize>,
     /// PIDs of the worker processes that held connections (empty: held by the tool itself).
     pub worker_pids: Vec<u32>,
     pub instances: usize,
@@ -297,16 +392,16 @@ impl Holders {
         }
     }
 
-    /// Lets go; returns how many connections were still open.
-    async fn release(self) -> Result<usize, String> {
+    /// Lets go; returns how many connections were still open, and how the rest ended.
+    async fn release(self) -> Result<Released, String> {
         match self {
             Holders::Here(h) => Ok(h.release().await),
             Holders::Workers(w) => {
-                let mut held = 0;
+                let mut out = Released::default();
                 for (c, _) in w {
-                    held += c.release().await?;
+                    out.add(c.release().await?);
                 }
-                Ok(held)
+                Ok(out)
             }
         }
     }
@@ -340,13 +435,13 @@ pub async fn run(plan: Plan<'_>) -> Result<IdleReport, String> {
     let mut worker_pids = holders.worker_pids();
     worker_pids.sort_unstable();
     worker_pids.dedup();
-    let held = holders.release().await?;
+    let released = holders.release().await?;
     Ok(report(
         &plan,
         &before,
         &after,
         connected,
-        held,
+        released,
         bench_rss,
         worker_pids,
     ))
@@ -357,7 +452,7 @@ fn report(
     before: &[u64],
     after: &[u64],
     connected: usize,
-    held: usize,
+    released: Released,
     bench_rss: u64,
     worker_pids: Vec<u32>,
 ) -> IdleReport {
@@ -365,7 +460,8 @@ fn report(
     IdleReport {
         connections: plan.connections,
         connected,
-        held,
+        held: released.held,
+        ended: released.ended,
         worker_pids,
         instances: plan.urls.len(),
         server_rss_before_mib: b as f64 / 1024.0,
@@ -385,6 +481,9 @@ pub fn print(r: &IdleReport) {
         "{:<28} {} of {} ({} still open at the end)",
         "connections", r.connected, r.connections, r.held
     );
+    for (why, n) in &r.ended {
+        println!("{:<28} {n}: {why}", "ended during the hold");
+    }
     println!(
         "{:<28} {} instance(s), {} tool process(es)",
         "spread over",

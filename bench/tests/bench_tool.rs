@@ -1,6 +1,8 @@
 //! The benchmark tool measures what it claims: run against a real server, its
 //! report must account for every publication and every delivery, and agree with
-//! the server's own counters.
+//! the server's own counters. Those counters are process-wide and every test here
+//! runs a server in this process, so the tests run one at a time (as
+//! `cluster/test.sh` runs the suite).
 
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -215,6 +217,53 @@ async fn bench_idle_spreads_connections_over_worker_processes() {
         "three distinct worker processes held them: {report}"
     );
     server.shutdown().await;
+}
+
+/// `idle` says how the connections it did not hold to the end ended: here the
+/// server shuts down during the hold and closes each with 1012.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_idle_reports_how_the_server_closed_connections_during_the_hold() {
+    let server = Server::start().await;
+    let pid = std::process::id().to_string();
+    let url = server.url();
+    let run = tokio::spawn(async move {
+        bench(&[
+            "--url",
+            &url,
+            "--server-pid",
+            &pid,
+            "idle",
+            "--connections",
+            "20",
+            "--hold",
+            "5",
+        ])
+        .await
+    });
+    shardcast_testkit::eventually(
+        "20 idle connections open",
+        Duration::from_secs(30),
+        || async {
+            match server.metrics().await.value("shardcast_connections", &[]) as u64 {
+                20 => Ok(()),
+                n => Err(format!("{n} open")),
+            }
+        },
+    )
+    .await;
+    server.shutdown().await;
+    let (stdout, report) = run.await.expect("bench task");
+    assert_eq!(report["connected"], 20, "{report}");
+    assert_eq!(report["held"], 0, "{report}");
+    assert_eq!(
+        report["ended"],
+        serde_json::json!({"close 1012 \"server restarting\"": 20}),
+        "{report}"
+    );
+    assert!(
+        stdout.contains("ended during the hold        20: close 1012"),
+        "human table: {stdout}"
+    );
 }
 
 /// `saturate` steps the rate up and ends with a run at half of the last good rate; a
