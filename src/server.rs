@@ -226,8 +226,8 @@ mod tests {
 
     /// 1000 clients connect at once to a listener with the default backlog that
     /// accepts none of them (as when the accept loop is busy): every handshake
-    /// completes in the kernel's queue. With the usual backlog of 128 the rest are dropped and retried until
-    /// the queue has room.
+    /// completes in the kernel's queue. With the usual backlog of 128, only 129
+    /// did; the rest were dropped and retried until the queue had room.
     #[tokio::test]
     async fn the_listener_queues_a_connect_storm_it_has_not_accepted_yet() {
         let backlog = crate::config::Config::from_args(["shardcast"])

@@ -73,25 +73,10 @@ async fn history_channels_lose_nothing_through_failover() {
     // publish through `a` to the failed-over shard is answered again, not at a
     // fixed time after `b` resubscribed (which made the 200-publication check
     // fail whenever `a` recovered later than `b`).
-    let body = format!(r#"{{"channel":"{}","data":1}}"#, probe[0]);
     shardcast_testkit::eventually(
         "a history publish through `a` answered again",
         Duration::from_secs(30),
-        || async {
-            let r = a
-                .request(
-                    "POST",
-                    "/api/publish",
-                    &[("content-type", "application/json")],
-                    Some(&body),
-                )
-                .await;
-            if r.status == 200 {
-                Ok(())
-            } else {
-                Err(format!("{} {}", r.status, r.body))
-            }
-        },
+        || publish_over_http(&a, &probe[0]),
     )
     .await;
     let recovered = killed.elapsed();
@@ -103,20 +88,28 @@ async fn history_channels_lose_nothing_through_failover() {
     judge("failover", &report, killed + recovered);
 }
 
+/// One `POST /api/publish` to `channel` through `inst`: `Err` unless answered 200.
+async fn publish_over_http(inst: &Shardcast, channel: &str) -> Result<(), String> {
+    let body = format!(r#"{{"channel":"{channel}","data":1}}"#);
+    let json = [("content-type", "application/json")];
+    let r = inst
+        .request("POST", "/api/publish", &json, Some(&body))
+        .await;
+    match r.status {
+        200 => Ok(()),
+        s => Err(format!("{s} {}", r.body)),
+    }
+}
+
 /// History publishes through `inst`, one at a time: whether all `n` were
 /// acknowledged and each was confirmed by a replica (WAIT answered in time).
 async fn publish_replicated(inst: &Shardcast, channel: &str, n: usize) -> Result<(), String> {
     const UNREPLICATED: &str = "shardcast_history_unreplicated_total";
     let before = inst.metrics().await.get(UNREPLICATED, &[]).unwrap_or(0.0);
-    let body = format!(r#"{{"channel":"{channel}","data":1}}"#);
-    let json = [("content-type", "application/json")];
     for i in 0..n {
-        let r = inst
-            .request("POST", "/api/publish", &json, Some(&body))
-            .await;
-        if r.status != 200 {
-            return Err(format!("publish {i}: {} {}", r.status, r.body));
-        }
+        publish_over_http(inst, channel)
+            .await
+            .map_err(|e| format!("publish {i}: {e}"))?;
     }
     let after = inst.metrics().await.get(UNREPLICATED, &[]).unwrap_or(0.0);
     if after > before {

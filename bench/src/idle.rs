@@ -286,13 +286,15 @@ impl Child {
         })
     }
 
+    /// The worker's next line (`None`: it ended).
+    async fn next_line(&mut self) -> Result<Option<String>, String> {
+        self.lines.next_line().await.map_err(|e| e.to_string())
+    }
+
     /// The number after `word` on the worker's next line.
     async fn expect(&mut self, word: &str) -> Result<usize, String> {
-        let line = self.lines.next_line().await.map_err(|e| e.to_string())?;
-        line.as_deref()
-            .and_then(|l| l.strip_prefix(word))
-            .and_then(|n| n.trim().parse().ok())
-            .ok_or_else(|| format!("idle worker said {line:?}, expected {word}"))
+        let line = self.next_line().await?;
+        number_after(line.as_deref(), word)
     }
 
     /// Tells the worker to let go and reads what it says: `ended N why` lines,
@@ -303,27 +305,30 @@ impl Child {
         }
         let mut out = Released::default();
         loop {
-            let line = self.lines.next_line().await.map_err(|e| e.to_string())?;
-            let line = line.ok_or("idle worker ended before saying held")?;
-            if let Some(rest) = line.strip_prefix("ended ") {
-                let (n, why) = rest.split_once(' ').unwrap_or((rest, ""));
-                let n: usize = n
-                    .parse()
-                    .map_err(|_| format!("idle worker said {line:?}"))?;
-                *out.ended.entry(why.to_string()).or_default() += n;
-            } else if let Some(n) = line.strip_prefix("held ") {
-                out.held = n
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("idle worker said {line:?}"))?;
-                break;
-            } else {
-                return Err(format!("idle worker said {line:?}, expected ended or held"));
+            let line = self.next_line().await?;
+            match line.as_deref().and_then(|l| l.strip_prefix("ended ")) {
+                Some(rest) => {
+                    let (n, why) = rest.split_once(' ').unwrap_or((rest, ""));
+                    let n = number_after(Some(n), "")
+                        .map_err(|_| format!("idle worker said {line:?}, expected ended N why"))?;
+                    *out.ended.entry(why.to_string()).or_default() += n;
+                }
+                None => {
+                    out.held = number_after(line.as_deref(), "held")?;
+                    break;
+                }
             }
         }
         let _ = self.child.wait().await;
         Ok(out)
     }
+}
+
+/// The number after `word` on a worker's `line`.
+fn number_after(line: Option<&str>, word: &str) -> Result<usize, String> {
+    line.and_then(|l| l.strip_prefix(word))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| format!("idle worker said {line:?}, expected {word}"))
 }
 
 #[derive(Serialize)]
