@@ -7,8 +7,8 @@ use shardcast::auth::token::{mint_hs256, mint_pem, now_secs};
 use shardcast::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-/// jemalloc rather than glibc malloc: at 50,000 idle connections it holds each in
-/// 0.9x the memory, and the low-rate delivery path costs 0.91x the CPU (log entry 22
+/// jemalloc rather than glibc malloc: at 50,000 idle connections it held each in
+/// 0.9x the memory, with no more CPU per delivery on the low-rate path (log entry 22
 /// of docs/BENCHMARKS.md). Only the binary sets it: the library leaves the choice to
 /// whoever embeds it.
 #[global_allocator]
