@@ -77,8 +77,11 @@ fn websocket_key(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Bytes read from a client socket at a time (client frames are small requests).
-const READ_BUFFER_BYTES: usize = 1024;
+/// Bytes read from a client socket at a time. Client frames are small requests, and
+/// tungstenite allocates this much per connection up front: 512 rather than 1024
+/// took an idle connection from 5.97 to 5.48 KiB at 50,000 (log entry 23 of
+/// docs/BENCHMARKS.md). The cost: a frame over 512 bytes takes a read per 512.
+const READ_BUFFER_BYTES: usize = 512;
 
 /// Small buffers: tungstenite's defaults (128 KiB to read, 128 KiB to write) cost
 /// ~140 KiB per idle connection. Reads grow as a frame needs; writes are batched by

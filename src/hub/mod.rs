@@ -19,21 +19,21 @@
 
 mod recent;
 mod sequence;
+mod subscribers;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, RwLock};
-
-use bytes::Bytes;
-use indexmap::IndexMap;
 
 use crate::channel::Channel;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::protocol::message_frame;
 use crate::publication::Publication;
+use bytes::Bytes;
 use recent::Recent;
 use sequence::{Sequence, Step};
+use subscribers::Subscribers;
 
 /// Identifies one connection on this instance.
 pub type SessionId = u64;
@@ -57,7 +57,7 @@ struct LocalSubscriber {
 
 /// A channel with local subscribers.
 struct ChannelEntry {
-    subscribers: IndexMap<SessionId, LocalSubscriber>,
+    subscribers: Subscribers<LocalSubscriber>,
     /// Boxed: most channels keep no history, and a table of thousands of
     /// personal channels should not carry its space inline.
     sequence: Option<Box<Mutex<Sequence>>>,
@@ -131,12 +131,12 @@ impl Hub {
         let entry = map.entry(channel.clone()).or_insert_with(|| {
             self.metrics.channel(1);
             ChannelEntry {
-                subscribers: IndexMap::new(),
+                subscribers: Subscribers::default(),
                 sequence: history.then(Box::default),
                 recent: Mutex::default(),
             }
         });
-        if !entry.subscribers.contains_key(&session) {
+        if !entry.subscribers.contains(session) {
             entry.subscribers.insert(
                 session,
                 LocalSubscriber {
@@ -169,7 +169,7 @@ impl Hub {
             if let Some(seq) = &entry.sequence {
                 lock(seq).start_at(after);
             }
-            let Some(sub) = entry.subscribers.get_mut(&session) else {
+            let Some(sub) = entry.subscribers.get_mut(session) else {
                 return;
             };
             // From here fan-out skips offsets up to `after` for this subscriber,
@@ -184,7 +184,7 @@ impl Hub {
         let mut map = self.write(channel);
         let Some(sub) = map
             .get_mut(channel)
-            .and_then(|e| e.subscribers.get_mut(&session))
+            .and_then(|e| e.subscribers.get_mut(session))
         else {
             return;
         };
@@ -207,7 +207,7 @@ impl Hub {
         let Some(entry) = map.get_mut(channel) else {
             return false;
         };
-        if entry.subscribers.swap_remove(&session).is_none() {
+        if entry.subscribers.remove(session).is_none() {
             return false;
         }
         self.metrics.subscription(-1);
@@ -295,9 +295,9 @@ impl Hub {
         let frame = message_frame(publication);
         let mut queued = 0usize;
         let offset = publication.offset.unwrap_or(0);
-        for sub in entry.subscribers.values() {
+        entry.subscribers.for_each(|sub| {
             if offset != 0 && offset <= sub.floor && sub.floor_epoch == publication.epoch {
-                continue;
+                return;
             }
             match &sub.recovering {
                 Some(held) => lock(held).push((offset, publication.epoch.clone(), frame.clone())),
@@ -307,7 +307,7 @@ impl Hub {
                     }
                 }
             }
-        }
+        });
         self.metrics
             .messages_out(queued as u64, (queued * frame.len()) as u64);
     }
