@@ -25,12 +25,13 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, RwLock};
 
+use bytes::Bytes;
+
 use crate::channel::Channel;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::protocol::message_frame;
 use crate::publication::Publication;
-use bytes::Bytes;
 use recent::Recent;
 use sequence::{Sequence, Step};
 use subscribers::Subscribers;
@@ -136,16 +137,16 @@ impl Hub {
                 recent: Mutex::default(),
             }
         });
-        if !entry.subscribers.contains(session) {
-            entry.subscribers.insert(
-                session,
-                LocalSubscriber {
-                    outbox,
-                    recovering: recovering.then(Held::default),
-                    floor: 0,
-                    floor_epoch: None,
-                },
-            );
+        let added = entry.subscribers.add(
+            session,
+            LocalSubscriber {
+                outbox,
+                recovering: recovering.then(Held::default),
+                floor: 0,
+                floor_epoch: None,
+            },
+        );
+        if added {
             self.metrics.subscription(1);
         }
     }

@@ -27,18 +27,11 @@ impl<T> Default for Subscribers<T> {
 }
 
 impl<T> Subscribers<T> {
-    pub fn contains(&self, id: SessionId) -> bool {
-        match self {
-            Subscribers::Few(v) => v.iter().any(|(k, _)| *k == id),
-            Subscribers::Many(m) => m.contains_key(&id),
-        }
-    }
-
-    /// Adds `id`, or replaces what it held.
-    pub fn insert(&mut self, id: SessionId, value: T) {
-        if let Some(slot) = self.get_mut(id) {
-            *slot = value;
-            return;
+    /// Adds `id` with `value` unless it is a subscriber already (then `value` is
+    /// dropped and what it held stays). Returns whether it was added.
+    pub fn add(&mut self, id: SessionId, value: T) -> bool {
+        if self.get_mut(id).is_some() {
+            return false;
         }
         match self {
             Subscribers::Few(v) if v.len() < FEW => {
@@ -58,6 +51,7 @@ impl<T> Subscribers<T> {
                 m.insert(id, value);
             }
         }
+        true
     }
 
     pub fn get_mut(&mut self, id: SessionId) -> Option<&mut T> {
@@ -113,15 +107,15 @@ mod tests {
     fn a_channel_keeps_every_subscriber_across_the_switch_to_a_map() {
         let mut s = Subscribers::default();
         for id in 0..20u64 {
-            s.insert(id, id * 10);
-            assert!(s.contains(id));
+            assert!(s.add(id, id * 10));
+            assert!(s.get_mut(id).is_some());
         }
         assert!(matches!(s, Subscribers::Many(_)));
         assert_eq!(s.len(), 20);
         assert_eq!(ids(&s), (0..20).map(|i| i * 10).collect::<Vec<_>>());
         for id in 0..19u64 {
             assert_eq!(s.remove(id), Some(id * 10));
-            assert!(!s.contains(id));
+            assert!(s.get_mut(id).is_none());
         }
         assert_eq!(s.remove(3), None);
         assert_eq!(ids(&s), vec![190]);
@@ -130,24 +124,25 @@ mod tests {
     }
 
     #[test]
-    fn inserting_a_subscriber_twice_replaces_it_instead_of_adding_a_second() {
+    fn adding_a_subscriber_twice_keeps_the_first_instead_of_adding_a_second() {
         let mut s = Subscribers::default();
-        s.insert(7, 1u64);
-        s.insert(7, 2);
+        assert!(s.add(7, 1u64));
+        assert!(!s.add(7, 2));
         assert_eq!(s.len(), 1);
-        assert_eq!(s.get_mut(7).copied(), Some(2));
+        assert_eq!(s.get_mut(7).copied(), Some(1));
         for id in 0..FEW as u64 {
-            s.insert(id + 100, 0);
+            assert!(s.add(id + 100, 0));
         }
-        s.insert(7, 3);
+        assert!(matches!(s, Subscribers::Many(_)));
+        assert!(!s.add(7, 3));
         assert_eq!(s.len(), FEW + 1);
-        assert_eq!(s.get_mut(7).copied(), Some(3));
+        assert_eq!(s.get_mut(7).copied(), Some(1));
     }
 
     #[test]
     fn the_first_subscriber_allocates_room_for_one() {
         let mut s = Subscribers::default();
-        s.insert(1, 0u64);
+        s.add(1, 0u64);
         let Subscribers::Few(v) = &s else {
             panic!("one subscriber is kept in a vector")
         };
