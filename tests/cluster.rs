@@ -123,6 +123,98 @@ async fn cross_instance_fanout_delivers_every_message_exactly_once_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_publishing_connections_lose_and_repeat_nothing_and_come_back() {
+    let cluster = cluster(0).await;
+    let run = instances(&cluster, &[]);
+    let insts = [run.start(&[]).await, run.start(&[]).await];
+    let primaries = cluster.primaries().await.expect("primaries");
+    let mut channels = Vec::new();
+    for p in &primaries {
+        channels.extend(cluster.channels_on(*p, "pipe", 2).await.expect("channels"));
+    }
+    let mut load = Load::new();
+    for (i, inst) in insts.iter().enumerate() {
+        let name = format!("s{i}");
+        load.subscriber(&user_url(inst, &name), &name, &channels)
+            .await;
+    }
+    for (i, inst) in insts.iter().enumerate() {
+        for j in 0..3 {
+            let name = format!("p{i}{j}");
+            load.publisher(
+                &user_url(inst, &name),
+                &name,
+                channels.clone(),
+                Duration::from_millis(5),
+            )
+            .await;
+        }
+    }
+    run_for(Duration::from_secs(1)).await;
+    // One publishing connection per instance to each primary, however many of its
+    // clients publish.
+    for p in &primaries {
+        let conns = cluster
+            .clients_named(*p, "shardcast-pub")
+            .await
+            .expect("CLIENT LIST");
+        assert_eq!(conns.len(), 2, "both instances publish to {p}: {conns:?}");
+        assert!(conns.values().all(|n| *n == 1), "{p}: {conns:?}");
+    }
+    // Cut them three times while publishes are in flight.
+    for _ in 0..3 {
+        for p in &primaries {
+            let killed = cluster
+                .kill_clients_named(*p, "shardcast-pub")
+                .await
+                .expect("CLIENT KILL");
+            assert!(killed >= 1, "no publishing connection to {p} to kill");
+        }
+        run_for(Duration::from_millis(300)).await;
+    }
+    let cut = Instant::now();
+    run_for(Duration::from_secs(1)).await;
+    eventually(
+        "the publishing connections to be back",
+        Duration::from_secs(10),
+        || async {
+            for p in &primaries {
+                let conns = cluster
+                    .clients_named(*p, "shardcast-pub")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if conns.len() != 2 {
+                    return Err(format!("{p}: {conns:?}"));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
+    let report = load.finish().await;
+    let after = report
+        .published
+        .values()
+        .flat_map(|p| &p.acked)
+        .filter(|a| a.at > cut)
+        .count();
+    assert!(after >= MIN_AFTER, "only {after} publishes after the cuts");
+    let o = report.outcome(judge_all, None);
+    println!("publishing connections cut: {o:?}");
+    assert_eq!(
+        (
+            o.lost,
+            o.duplicated,
+            o.out_of_order,
+            o.malformed,
+            o.failed_publishes
+        ),
+        (0, 0, 0, 0, 0),
+        "{o:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_subscribe_only_to_what_their_clients_need_once_per_channel() {
     let cluster = cluster(1).await;
     let run = instances(&cluster, &[]);

@@ -6,14 +6,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
 use redis::{RedisResult, TlsCertificates};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use super::resp::{Frame, decode, encode};
 use crate::broker::BrokerError;
 
 /// Connect and response timeout of every connection but the subscriber's (which
@@ -221,8 +223,8 @@ impl Connector {
         builder.build()?.get_async_connection().await
     }
 
-    /// A raw stream to `addr` for the subscriber connection, TLS when configured.
-    pub async fn stream(&self, addr: &str, within: Duration) -> Result<Box<dyn Io>, String> {
+    /// A raw stream to `addr`, TLS when configured.
+    async fn stream(&self, addr: &str, within: Duration) -> Result<Box<dyn Io>, String> {
         let tcp = timeout(within, TcpStream::connect(addr))
             .await
             .map_err(|_| "connect timed out".to_string())?
@@ -243,8 +245,48 @@ impl Connector {
         Ok(Box::new(stream))
     }
 
-    /// The `AUTH` part of `HELLO 3` for the subscriber connection.
-    pub fn hello_auth(&self) -> Option<(String, String)> {
+    /// A RESP3 connection of our own ([`super::resp`]) to `addr`: the stream after
+    /// `HELLO 3` (with `AUTH` when configured, and `SETNAME name`) was accepted, and
+    /// whatever Redis sent after its answer. For the connections whose replies
+    /// redis-rs would misroute or slow down: the subscriber's and the publisher's.
+    pub async fn resp3(
+        &self,
+        addr: &str,
+        name: &str,
+        within: Duration,
+    ) -> Result<(Box<dyn Io>, BytesMut), String> {
+        let mut stream = self.stream(addr, within).await?;
+        let mut out = Vec::new();
+        let mut hello: Vec<&[u8]> = vec![b"HELLO", b"3"];
+        let auth = self.hello_auth();
+        if let Some((user, password)) = &auth {
+            hello.extend([b"AUTH".as_slice(), user.as_bytes(), password.as_bytes()]);
+        }
+        hello.extend([b"SETNAME".as_slice(), name.as_bytes()]);
+        encode(&mut out, &hello);
+        stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        let mut buf = BytesMut::with_capacity(4096);
+        let hello = timeout(within, async {
+            loop {
+                if let Some(frame) = decode(&mut buf).map_err(|e| e.to_string())? {
+                    return Ok::<Frame, String>(frame);
+                }
+                if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                    return Err("closed during HELLO".to_string());
+                }
+            }
+        })
+        .await
+        .map_err(|_| "HELLO timed out".to_string())??;
+        if let Frame::Error(e) = hello {
+            // (The error names the problem, e.g. WRONGPASS; it never echoes the password.)
+            return Err(format!("HELLO refused: {e}"));
+        }
+        Ok((stream, buf))
+    }
+
+    /// The `AUTH` part of `HELLO 3`.
+    fn hello_auth(&self) -> Option<(String, String)> {
         let password = self.login.password.clone()?;
         let user = self
             .login

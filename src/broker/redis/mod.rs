@@ -14,14 +14,16 @@
 //! slot, found by another discovery ([`source`], [`sentinel`]) and reached by a
 //! plain connection instead of the cluster client ([`conn`]).
 //!
-//! Publishing and history reads go through the data connection ([`conn`],
-//! [`publisher`]); the slot map comes from [`discovery`].
+//! Plain publishes go through one pipelined connection per primary of our own
+//! ([`pipe`]); history publishes and reads, presence and the registry through the
+//! data connection ([`conn`], [`publisher`]); the slot map comes from [`discovery`].
 
 mod conn;
 mod connector;
 mod describe;
 mod discovery;
 mod keys;
+mod pipe;
 mod plan;
 mod presence;
 mod publisher;
@@ -63,6 +65,8 @@ pub(crate) struct Shared {
     metrics: Metrics,
     /// `CLIENT SETNAME` of this instance's subscriber connections.
     client_name: String,
+    /// `CLIENT SETNAME` of its publishing connections ([`pipe`]).
+    publisher_name: String,
     policy: SubscribeFrom,
     /// Where the nodes come from: cluster seeds, one server, or sentinels.
     source: source::Source,
@@ -75,6 +79,8 @@ pub(crate) struct Shared {
     kick: Notify,
     /// A slot map refresh is due (a hint of change arrived).
     refresh: AtomicBool,
+    /// The publishing connections, one per primary.
+    pipes: pipe::Pipes,
     /// The data connection of a cluster.
     cluster: OnceCell<ClusterConnection>,
     /// The data connection of one server: the primary it goes to, and it.
@@ -102,6 +108,7 @@ impl RedisBroker {
             events,
             metrics,
             client_name: format!("shardcast-sub-{}", config.instance()),
+            publisher_name: format!("shardcast-pub-{}", config.instance()),
             policy: config.subscribe_from,
             source,
             connector,
@@ -111,6 +118,7 @@ impl RedisBroker {
             state: Mutex::new(State::default()),
             kick: Notify::new(),
             refresh: AtomicBool::new(true),
+            pipes: pipe::Pipes::default(),
             cluster: OnceCell::new(),
             single: tokio::sync::Mutex::new(None),
             reachable: AtomicBool::new(false),

@@ -1,14 +1,20 @@
-//! Publishing and history reads through the data connection ([`super::conn`]):
-//! SPUBLISH (on a cluster, routed by the channel's slot, following MOVED/ASK), the
-//! history scripts, and the replication wait after a stored publish.
+//! Publishing and history reads: plain SPUBLISHes on the publishing connections
+//! ([`super::pipe`], routed by the channel's slot), with the data connection
+//! ([`super::conn`], following MOVED/ASK) for what they could not take; the history
+//! scripts and the replication wait after a stored publish on the data connection.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::Shared;
 use super::conn::DataConn;
 use super::keys::{self, Keys};
+use super::pipe::{Batch, Pipes};
+use super::resp::{self, Frame};
+use super::topology::RedisAddr;
 use crate::broker::{BrokerError, wire};
 use crate::channel::Channel;
 use crate::history::{HistoryPage, IDEMPOTENCY_WINDOW, Retention, new_epoch};
@@ -26,76 +32,112 @@ fn encode_error(e: serde_json::Error) -> BrokerError {
 
 impl Shared {
     pub(super) async fn publish(
-        &self,
+        self: &Arc<Self>,
         p: Publication,
         retention: Option<&Retention>,
         idempotency_key: Option<&str>,
     ) -> Result<PublishAck, BrokerError> {
+        let Some(r) = retention else {
+            let mut answers = self.publish_plain_batch(vec![p]).await;
+            return answers
+                .pop()
+                .expect("publish_plain_batch answers every publication");
+        };
         let mut conn = self.data().await?;
         let started = Instant::now();
-        let result = match retention {
-            None => match wire::plain(&p, wire::new_uid()) {
-                Ok(payload) => spublish(&mut conn, &p.channel, &payload).await,
-                Err(e) => Err(encode_error(e)),
-            },
-            Some(r) => self.publish_stored(&mut conn, &p, r, idempotency_key).await,
-        };
+        let result = self.publish_stored(&mut conn, &p, r, idempotency_key).await;
         self.metrics
             .redis_latency
             .record(started.elapsed().as_secs_f64());
         result
     }
 
-    /// Plain publications as one pipeline: one round trip for a burst from one
-    /// connection. A command Redis refused (e.g. MOVED while a slot moves) is
-    /// retried alone, in order, through the redirect-following path; a retry sends
-    /// the same payload (same id), so a repeat Redis did run is dropped by the hubs.
+    /// Plain publications, each batch of one primary's in one write on that
+    /// primary's publishing connection ([`super::pipe`]): one round trip for a burst
+    /// from one client connection. A command Redis refused (e.g. MOVED while a slot
+    /// moves), or one the connection lost, is retried alone, in order, through the
+    /// data connection, which follows redirects; a retry sends the same payload
+    /// (same id), so a repeat Redis did run is dropped by the hubs.
     pub(super) async fn publish_plain_batch(
-        &self,
+        self: &Arc<Self>,
         publications: Vec<Publication>,
     ) -> Vec<Result<PublishAck, BrokerError>> {
         let payloads: Vec<Result<Vec<u8>, serde_json::Error>> = publications
             .iter()
             .map(|p| wire::plain(p, wire::new_uid()))
             .collect();
-        let mut conn = match self.data().await {
-            Ok(c) => c,
-            Err(e) => {
-                let e = std::sync::Arc::new(e);
-                return publications
-                    .iter()
-                    .map(|_| Err(BrokerError::Batch(e.clone())))
-                    .collect();
-            }
-        };
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        let mut sent = Vec::new();
-        for (i, (p, payload)) in publications.iter().zip(&payloads).enumerate() {
-            if let Ok(payload) = payload {
-                pipe.cmd("SPUBLISH").arg(p.channel.as_str()).arg(payload);
+        let mut accepted = vec![false; publications.len()];
+        let started = Instant::now();
+        let mut waits = Vec::new();
+        if let Some(map) = self.map() {
+            // One batch per primary; a handful of primaries, so a list.
+            let mut batches: Vec<(&RedisAddr, Vec<u8>, Vec<usize>)> = Vec::new();
+            for (i, (p, payload)) in publications.iter().zip(&payloads).enumerate() {
+                let (Ok(payload), Some(addr)) =
+                    (payload, map.owner(key_slot(p.channel.as_str().as_bytes())))
+                else {
+                    continue;
+                };
+                let at = match batches.iter().position(|(a, ..)| *a == addr) {
+                    Some(at) => at,
+                    None => {
+                        batches.push((addr, Vec::new(), Vec::new()));
+                        batches.len() - 1
+                    }
+                };
+                let (_, commands, sent) = &mut batches[at];
+                resp::encode(
+                    commands,
+                    &[b"SPUBLISH", p.channel.as_str().as_bytes(), payload],
+                );
                 sent.push(i);
             }
+            for (addr, commands, sent) in batches {
+                let (reply, answered) = oneshot::channel();
+                let batch = Batch {
+                    commands,
+                    count: sent.len(),
+                    reply,
+                };
+                if Pipes::send(self, addr, batch).is_ok() {
+                    waits.push((sent, answered));
+                }
+            }
         }
-        let started = Instant::now();
-        let replies: Result<Vec<redis::Value>, _> = pipe.query_async(&mut conn).await;
+        for (sent, answered) in waits {
+            // A dropped batch (the connection failed) leaves its commands unaccepted.
+            let Ok(replies) = answered.await else {
+                continue;
+            };
+            for (i, reply) in sent.into_iter().zip(replies) {
+                match reply {
+                    Frame::Error(e) => {
+                        tracing::debug!(error = %e, "SPUBLISH refused; retrying through the data connection");
+                        self.topology_suspect();
+                    }
+                    _ => accepted[i] = true,
+                }
+            }
+        }
         self.metrics
             .redis_latency
             .record(started.elapsed().as_secs_f64());
-        let mut accepted = vec![false; publications.len()];
-        if let Ok(values) = &replies
-            && values.len() == sent.len()
-        {
-            for (i, v) in sent.iter().zip(values) {
-                accepted[*i] = !matches!(v, redis::Value::ServerError(_));
-            }
-        }
+        let mut conn = None;
         let mut out = Vec::with_capacity(publications.len());
         for ((p, payload), ok) in publications.iter().zip(payloads).zip(accepted) {
             out.push(match payload {
                 Err(e) => Err(encode_error(e)),
                 Ok(_) if ok => Ok(PublishAck::default()),
-                Ok(payload) => spublish(&mut conn, &p.channel, &payload).await,
+                Ok(payload) => {
+                    let conn = match &mut conn {
+                        Some(c) => c,
+                        None => conn.insert(self.data().await.map_err(Arc::new)),
+                    };
+                    match conn {
+                        Ok(conn) => spublish(conn, &p.channel, &payload).await,
+                        Err(e) => Err(BrokerError::Batch(e.clone())),
+                    }
+                }
             });
         }
         out

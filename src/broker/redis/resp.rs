@@ -1,4 +1,4 @@
-//! A minimal RESP3 reader/writer for the subscriber connections.
+//! A minimal RESP3 reader/writer for the subscriber and publisher connections.
 //!
 //! redis-rs's multiplexed connection pairs every reply-like push with the oldest
 //! in-flight command, which misroutes the unsolicited `sunsubscribe` Redis sends on
@@ -36,9 +36,12 @@ pub struct ParseError(&'static str);
 
 /// Encodes a command as a RESP array of bulk strings.
 pub fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
-    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    use std::io::Write;
+    // Writing to a Vec cannot fail; `write!` formats in place (no String per
+    // header): the publisher encodes one command per publication.
+    let _ = write!(out, "*{}\r\n", args.len());
     for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        let _ = write!(out, "${}\r\n", a.len());
         out.extend_from_slice(a);
         out.extend_from_slice(b"\r\n");
     }

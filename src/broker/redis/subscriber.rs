@@ -16,10 +16,10 @@ use bytes::BytesMut;
 use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio::time::{Instant, timeout};
+use tokio::time::Instant;
 
 use super::Shared;
-use super::connector::{Connector, Io};
+use super::connector::Io;
 use super::resp::{Frame, decode, encode};
 use super::topology::RedisAddr;
 use crate::broker::wire;
@@ -68,7 +68,11 @@ pub async fn run(
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        match connect(&inner.connector, &addr, &inner.client_name).await {
+        match inner
+            .connector
+            .resp3(&addr, &inner.client_name, CONNECT_TIMEOUT)
+            .await
+        {
             Ok((stream, leftover)) => {
                 backoff = BACKOFF_MIN;
                 // Commands queued while disconnected were for a connection that no
@@ -106,41 +110,6 @@ pub async fn run(
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
-}
-
-async fn connect(
-    connector: &Connector,
-    addr: &str,
-    name: &str,
-) -> Result<(Box<dyn Io>, BytesMut), String> {
-    let mut stream = connector.stream(addr, CONNECT_TIMEOUT).await?;
-    let mut out = Vec::new();
-    let mut hello: Vec<&[u8]> = vec![b"HELLO", b"3"];
-    let auth = connector.hello_auth();
-    if let Some((user, password)) = &auth {
-        hello.extend([b"AUTH".as_slice(), user.as_bytes(), password.as_bytes()]);
-    }
-    hello.extend([b"SETNAME".as_slice(), name.as_bytes()]);
-    encode(&mut out, &hello);
-    stream.write_all(&out).await.map_err(|e| e.to_string())?;
-    let mut buf = BytesMut::with_capacity(4096);
-    let hello = timeout(CONNECT_TIMEOUT, async {
-        loop {
-            if let Some(frame) = decode(&mut buf).map_err(|e| e.to_string())? {
-                return Ok::<Frame, String>(frame);
-            }
-            if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
-                return Err("closed during HELLO".to_string());
-            }
-        }
-    })
-    .await
-    .map_err(|_| "HELLO timed out".to_string())??;
-    if let Frame::Error(e) = hello {
-        // (The error names the problem, e.g. WRONGPASS; it never echoes the password.)
-        return Err(format!("HELLO refused: {e}"));
-    }
-    Ok((stream, buf))
 }
 
 enum Ended {
