@@ -85,6 +85,9 @@ pub struct Metrics {
     pub history_duplicates_dropped: Counter,
     pub history_unreplicated: Counter,
     pub duplicates_dropped: Counter,
+    /// Plain publishes the publishing connections could not take (refused,
+    /// connection lost, no connection), retried through the data connection.
+    pub redis_publish_retries: Counter,
     /// 1 when the instance runs with `--insecure`.
     pub insecure: Gauge,
     /// Duration of one presence refresh of every local member.
@@ -124,6 +127,7 @@ impl Metrics {
             history_duplicates_dropped: counter!("shardcast_history_duplicates_dropped_total"),
             history_unreplicated: counter!("shardcast_history_unreplicated_total"),
             duplicates_dropped: counter!("shardcast_duplicates_dropped_total"),
+            redis_publish_retries: counter!("shardcast_redis_publish_retries_total"),
             insecure: gauge!("shardcast_insecure_mode"),
             presence_refresh: histogram!("shardcast_presence_refresh_seconds"),
         }

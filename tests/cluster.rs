@@ -191,6 +191,15 @@ async fn killed_publishing_connections_lose_and_repeat_nothing_and_come_back() {
         },
     )
     .await;
+    let mut retried = 0.0;
+    for inst in &insts {
+        retried += inst
+            .metrics()
+            .await
+            .get("shardcast_redis_publish_retries_total", &[])
+            .unwrap_or(0.0);
+    }
+    println!("publishes retried through the data connection: {retried}");
     let report = load.finish().await;
     let after = report
         .published

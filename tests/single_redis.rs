@@ -332,6 +332,14 @@ async fn rediss_with_the_operators_ca_carries_everything_and_an_unknown_ca_is_re
         "{m}"
     );
     assert_eq!(s.next_message().await["data"]["n"], 2);
+    // The plain publish went over b's publishing connection, through TLS too, not
+    // through the data connection it falls back to.
+    assert_eq!(
+        b.metrics()
+            .await
+            .get("shardcast_redis_publish_retries_total", &[]),
+        Some(0.0)
+    );
 
     // A certificate from a CA the instance was not told to trust: never ready.
     let other = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -129,6 +129,7 @@ impl Shared {
                 Err(e) => Err(encode_error(e)),
                 Ok(_) if ok => Ok(PublishAck::default()),
                 Ok(payload) => {
+                    self.metrics.redis_publish_retries.increment(1);
                     let conn = match &mut conn {
                         Some(c) => c,
                         None => conn.insert(self.data().await.map_err(Arc::new)),
