@@ -257,13 +257,28 @@ async fn spublish(
 impl Shared {
     /// `PUBSUB SHARDNUMSUB` of `channel` on its slot's primary: how many
     /// subscriber connections (instances) hold it there.
+    ///
+    /// The primary comes from our slot map, on a connection made for the call (an
+    /// operator's lookup, not a hot path): the command has no key, so redis-rs's
+    /// cluster connection would route it by its own slot map, and that map is
+    /// refreshed only by a MOVED, which plain publishes no longer meet there (they
+    /// go through [`super::pipe`]). Right after a slot moved it asked the old owner,
+    /// which answers 0.
     pub(crate) async fn shard_numsub(&self, channel: &Channel) -> Result<i64, BrokerError> {
-        let mut conn = self.data().await?;
         let slot = key_slot(channel.as_str().as_bytes());
-        let mut cmd = redis::cmd("PUBSUB");
-        cmd.arg("SHARDNUMSUB").arg(channel.as_str());
-        let v = conn
-            .on_primary(slot, cmd)
+        let owner = self
+            .map()
+            .and_then(|m| m.owner(slot).cloned())
+            .ok_or_else(|| BrokerError::NoTopology(format!("no known owner of slot {slot}")))?;
+        let mut conn = self
+            .connector
+            .connection(&owner)
+            .await
+            .map_err(BrokerError::redis("cannot reach the slot's primary"))?;
+        let v: redis::Value = redis::cmd("PUBSUB")
+            .arg("SHARDNUMSUB")
+            .arg(channel.as_str())
+            .query_async(&mut conn)
             .await
             .map_err(BrokerError::redis("SHARDNUMSUB failed"))?;
         let pair: Vec<redis::Value> = redis::from_redis_value(v).unwrap_or_default();
