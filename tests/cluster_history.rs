@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use shardcast_testkit::Shardcast;
-use support::cluster::{Load, cluster, instances, key_slot, user_url, wait_held_on_owners};
+use support::cluster::{cluster, instances, key_slot, load_on_each, wait_held_on_owners};
 use support::faults::{judge, side_by_side};
 use tokio::time::{Instant, sleep};
 
@@ -161,22 +161,7 @@ async fn offsets_stay_gapless_with_concurrent_publishers_on_several_instances() 
         run.start(&[]).await,
     ];
     let channels = vec!["h:shared".to_string()];
-    let mut load = Load::new();
-    for (i, inst) in insts.iter().enumerate() {
-        let name = format!("s{i}");
-        load.subscriber(&user_url(inst, &name), &name, &channels)
-            .await;
-    }
-    for (i, inst) in insts.iter().enumerate() {
-        let name = format!("p{i}");
-        load.publisher(
-            &user_url(inst, &name),
-            &name,
-            channels.clone(),
-            Duration::from_millis(3),
-        )
-        .await;
-    }
+    let load = load_on_each(&insts, 1, 1, &channels, Duration::from_millis(3)).await;
     sleep(Duration::from_secs(3)).await;
     let report = load.finish().await;
     let o = report.outcome(|_| true, None);

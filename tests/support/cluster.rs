@@ -95,3 +95,47 @@ pub async fn numsub(
         .await
         .unwrap_or_else(|e| panic!("SHARDNUMSUB on {port}: {e}"))
 }
+
+/// Traffic on every instance: `subs` subscribers (`s<i>.<j>`) to all `channels` and
+/// `pubs` publishers (`p<i>.<j>`) cycling through them every `every`.
+pub async fn load_on_each(
+    insts: &[Shardcast],
+    subs: usize,
+    pubs: usize,
+    channels: &[String],
+    every: Duration,
+) -> Load {
+    let mut load = Load::new();
+    for (i, inst) in insts.iter().enumerate() {
+        for j in 0..subs {
+            let name = format!("s{i}.{j}");
+            load.subscriber(&user_url(inst, &name), &name, channels)
+                .await;
+        }
+    }
+    for (i, inst) in insts.iter().enumerate() {
+        for j in 0..pubs {
+            let name = format!("p{i}.{j}");
+            load.publisher(&user_url(inst, &name), &name, channels.to_vec(), every)
+                .await;
+        }
+    }
+    load
+}
+
+/// Every acknowledged publication reached every subscriber once, in order; nothing
+/// malformed arrived and no publish failed.
+pub fn assert_clean(what: &str, o: &Outcome) {
+    println!("{what}: {o:?}");
+    assert_eq!(
+        (
+            o.lost,
+            o.duplicated,
+            o.out_of_order,
+            o.malformed,
+            o.failed_publishes
+        ),
+        (0, 0, 0, 0, 0),
+        "{what}: {o:?}"
+    );
+}
