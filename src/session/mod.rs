@@ -14,6 +14,7 @@ mod closer;
 mod connect;
 mod publish;
 mod reader;
+mod requests;
 mod writer;
 
 use std::collections::HashMap;
