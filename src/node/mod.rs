@@ -36,7 +36,7 @@ use crate::limits::Connections;
 use crate::metrics::Metrics;
 use crate::namespace::NamespaceOptions;
 use crate::outbox::Outbox;
-use crate::presence::{Found, LocalPresence, Member, Stats};
+use crate::presence::LocalPresence;
 use crate::protocol::{ServerFrame, Since, message_frame};
 use crate::publication::{Kind, Publication, PublishAck};
 use crate::shutdown::Shutdown;
@@ -369,78 +369,6 @@ impl Node {
                 },
             })
             .collect()
-    }
-
-    /// Adds `member` to `channel`'s presence, when its namespace keeps presence. A
-    /// broker failure leaves the local record: the next refresh writes it again.
-    async fn join_presence(&self, member: &Identity, channel: &Channel) {
-        let options = self.options(channel);
-        if !options.presence {
-            return;
-        }
-        let entry = crate::presence::entry(member);
-        if !self.presence.add(channel, &member.client, entry.clone()) {
-            return;
-        }
-        let ttl = self.config.presence_ttl;
-        if let Err(e) = self
-            .broker
-            .presence_join(channel, &member.client, &entry, ttl, options.join_leave)
-            .await
-        {
-            tracing::warn!(%channel, error = %e, "presence join failed; the next refresh retries");
-        }
-    }
-
-    async fn leave_presence(&self, client: &ClientId, channel: &Channel) {
-        let Some(entry) = self.presence.remove(channel, client) else {
-            return;
-        };
-        let join_leave = self.options(channel).join_leave;
-        if let Err(e) = self
-            .broker
-            .presence_leave(channel, client, &entry, join_leave)
-            .await
-        {
-            // The entry expires by itself within --presence-ttl, with its leave.
-            tracing::warn!(%channel, error = %e, "presence leave failed; the entry will expire");
-        }
-    }
-
-    fn presence_namespace(&self, channel: &Channel) -> Result<&NamespaceOptions, NodeError> {
-        let options = self.options(channel);
-        if options.presence {
-            Ok(options)
-        } else {
-            Err(NodeError::NoPresence(channel.namespace().to_string()))
-        }
-    }
-
-    /// Who is in `channel`, cluster-wide (at most `--presence-max`).
-    pub async fn presence(&self, channel: &Channel) -> Result<Vec<Member>, NodeError> {
-        let options = self.presence_namespace(channel)?;
-        let max = self.config.presence_max;
-        match self
-            .broker
-            .presence(channel, options.join_leave, max)
-            .await?
-        {
-            Found::Members(m) => Ok(m),
-            Found::TooMany(members) => Err(NodeError::TooManyMembers {
-                channel: channel.clone(),
-                members,
-                max,
-            }),
-        }
-    }
-
-    /// How many clients and users are in `channel`, cluster-wide.
-    pub async fn presence_stats(&self, channel: &Channel) -> Result<Stats, NodeError> {
-        let options = self.presence_namespace(channel)?;
-        Ok(self
-            .broker
-            .presence_stats(channel, options.join_leave)
-            .await?)
     }
 
     /// Sends `cmd` to every connection of `user`, on every instance: a control
